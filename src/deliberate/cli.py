@@ -1,0 +1,71 @@
+"""Command line: ``deliberate run | train-generator | config | theory``.
+
+Overrides are ``section.key=value`` words after the options, e.g.
+``deliberate run --config configs/smoke.yaml practice.iterations=500 run.methods=dp,static``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, load_config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config file (defaults: the embedded Fashion-MNIST job)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="deliberate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    p_run = sub.add_parser("run", help="run Deliberate Practice and its baselines (default: embedded Fashion-MNIST)")
+    _config_args(p_run)
+    p_gen = sub.add_parser("train-generator", help="train (or find in the cache) the generator and print its path")
+    _config_args(p_gen)
+    p_cfg = sub.add_parser("config", help="print the resolved config as YAML")
+    _config_args(p_cfg)
+    sub.add_parser("theory", help="reproduce the paper's Section 4 figures (see `deliberate theory --help`)",
+                   add_help=False)
+    if argv[:1] == ["theory"]:
+        from .theory.figures import main as theory_main
+
+        return theory_main(argv[1:])
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        args = parser.parse_args(["run", *argv])
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"deliberate: config error: {e}", file=sys.stderr)
+        return 2
+    if args.cmd == "config":
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from .data.idx import DataError
+    from .generation.pixel import GeneratorError
+
+    try:
+        if args.cmd == "train-generator":
+            from .data.splits import load_splits
+            from .job import obtain_generator, resolve_device
+
+            splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.data.gen_train_size, cfg.data.split_seed)
+            gen, info = obtain_generator(cfg, splits, resolve_device(cfg.run.device), cfg.run.progress)
+            print(f"generator {info['generator_id']} ({info['source']}): {info['path']}")
+            return 0
+        from .job import run_job
+
+        run_job(cfg)
+        return 0
+    except (DataError, GeneratorError) as e:
+        print(f"deliberate: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Typed configuration: dataclasses loaded from YAML, overridden from the command line, validated up front.
+
+``load_config(path, overrides)`` merges, in order, the defaults below, a YAML file and ``key.sub=value``
+overrides; any unknown key or ill-typed or out-of-range value raises :class:`ConfigError` naming it, before
+any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str = "/usr/share/datasets/fashion-mnist"  # folder with the four IDX .gz files
+    val_size: int = 2000  # real plateau-validation images, carved from the official train set
+    gen_train_size: int = 0  # generator-training images (0 = the rest of the official train set)
+    split_seed: int = 0
+    # Paper-scale folders (ImageFolder layout); unused by the embedded default.
+    val_dir: str = ""
+    test_dir: str = ""
+    class_list: str = ""
+    ood_dirs: dict = field(default_factory=dict)
+
+
+@dataclass
+class GeneratorConfig:
+    name: str = "pixel_unet"  # registry name: pixel_unet | stable_diffusion
+    cache_dir: str = "cache/generators"
+    path: str = ""  # explicit weights directory (overrides the cache lookup)
+    block_out_channels: tuple = (32, 64, 128)
+    layers_per_block: int = 1
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    train_steps: int = 1500
+    batch_size: int = 128
+    lr: float = 2e-3
+    ema_decay: float = 0.999
+    cond_drop: float = 0.1  # probability of the null class during training (classifier-free guidance)
+    bf16: bool = True
+    seed: int = 0
+    # Stable Diffusion backend
+    prompt_templates: tuple = ("a photo of a {}.",)
+    resolution: int = 512
+    vae_slicing: bool = True
+    gradient_checkpointing: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 25  # DDIM steps
+    cfg_scale: float = 0.0  # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5)
+    eta: float = 0.0
+    batch_size: int = 250
+    seed_offset: int = 0  # sample i of a pool gets seed seed_offset + i
+    shard_size: int = 1000
+
+
+@dataclass
+class GuidanceConfig:
+    criterion: str = "entropy"  # registry name of the score whose gradient steers sampling
+    omega: float = 0.05  # ω in Eq. 7 (applied in the entropy-ascending direction)
+    every: int = 1  # guide every k-th DDIM step
+    window: tuple = (0.0, 1.0)  # guide only within this fraction of the trajectory (0 = first step)
+    grad: Literal["unet", "x0"] = "unet"  # exact gradient through the UNet, or w.r.t. x̂0 only
+    scale: Literal["raw", "normalized"] = "raw"
+
+
+@dataclass
+class LearnerConfig:
+    model: str = "cnn_small"  # registry name, or any timm model name
+    pretrained_path: str = ""
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    decay_frac: float = 0.2
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.999
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    augment: bool = True  # random crop with padding + horizontal flip
+    bf16: bool = False
+    channels_last: bool = False
+    img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class PracticeConfig:
+    iterations: int = 3000
+    eval_every: int = 100  # τ
+    initial_samples: int = 2000  # N
+    add_samples: int = 1000  # P
+    patience: int = 2  # T_max
+    patience_growth: int = 1  # incremental patience: T_max grows by this after each addition (0 = fixed)
+    max_samples: int = 10000  # sample budget; no addition may cross it
+    min_delta: float = 0.0  # an evaluation counts as an improvement when it beats the best by more than this
+
+
+@dataclass
+class RunConfig:
+    methods: tuple = ("dp", "static")
+    out_dir: str = "runs"
+    name: str = ""
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads (0 = leave torch's default)
+    checkpoint_every: int = 0  # save the full training state every K iterations (0 = only at rounds)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    practice: PracticeConfig = field(default_factory=PracticeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        if value not in typing.get_args(typ):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(typ))}")
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if typ is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(value)
+    if typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse a command-line override value with YAML rules (``3`` → int, ``1e-3`` → float, ``[a,b]`` → list)."""
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str):  # YAML reads 1e-3 as a string
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _apply(obj: Any, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, full + ".")
+        else:
+            typ = hints[key]
+            if isinstance(typ, types.GenericAlias):
+                typ = typing.get_origin(typ)
+            if isinstance(value, str) and typ not in (str,) and typing.get_origin(typ) is not Literal:
+                value = _parse_scalar(value) if typ is not tuple else value
+            setattr(obj, key, _coerce(value, typ, full))
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["learner.lr=1e-3", "run.methods=dp,static"]`` → nested dict."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        _apply(cfg, data)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    from .registry import GENERATORS, LEARNERS, CRITERIA, METHODS
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    d, g, s, gd, lr, pr, r = cfg.data, cfg.generator, cfg.sampling, cfg.guidance, cfg.learner, cfg.practice, cfg.run
+    need(d.val_size > 0, f"data.val_size must be > 0, got {d.val_size}")
+    need(d.gen_train_size >= 0, f"data.gen_train_size must be >= 0, got {d.gen_train_size}")
+    need(g.name in GENERATORS, f"generator.name: unknown generator '{g.name}' (known: {sorted(GENERATORS)})")
+    need(len(g.block_out_channels) >= 2 and all(isinstance(c, int) and c > 0 for c in g.block_out_channels),
+         f"generator.block_out_channels must be >= 2 positive integers, got {g.block_out_channels}")
+    need(g.train_steps >= 0, f"generator.train_steps must be >= 0, got {g.train_steps}")
+    need(g.batch_size > 0 and g.lr > 0, "generator.batch_size and generator.lr must be > 0")
+    need(0 <= g.cond_drop < 1, f"generator.cond_drop must be in [0, 1), got {g.cond_drop}")
+    need(0 <= g.ema_decay < 1, f"generator.ema_decay must be in [0, 1), got {g.ema_decay}")
+    need(g.beta_schedule in ("linear", "scaled_linear", "squaredcos_cap_v2"),
+         f"generator.beta_schedule: unknown schedule '{g.beta_schedule}'")
+    need(1 <= s.steps <= g.num_train_timesteps, f"sampling.steps must be in [1, {g.num_train_timesteps}], got {s.steps}")
+    need(s.cfg_scale >= 0, f"sampling.cfg_scale must be >= 0, got {s.cfg_scale}")
+    need(s.eta >= 0, f"sampling.eta must be >= 0, got {s.eta}")
+    need(s.batch_size > 0 and s.shard_size > 0, "sampling.batch_size and sampling.shard_size must be > 0")
+    need(s.seed_offset >= 0, "sampling.seed_offset must be >= 0")
+    need(gd.criterion in CRITERIA, f"guidance.criterion: unknown criterion '{gd.criterion}' (known: {sorted(CRITERIA)})")
+    need(gd.omega >= 0 and gd.omega == gd.omega and gd.omega != float("inf"), f"guidance.omega must be finite and >= 0, got {gd.omega}")
+    need(gd.every >= 1, f"guidance.every must be >= 1, got {gd.every}")
+    need(len(gd.window) == 2 and 0 <= float(gd.window[0]) < float(gd.window[1]) <= 1,
+         f"guidance.window must be [start, end] with 0 <= start < end <= 1, got {gd.window}")
+    gd.window = (float(gd.window[0]), float(gd.window[1]))
+    need(lr.batch_size > 0 and lr.lr > 0 and lr.weight_decay >= 0, "learner.batch_size/lr must be > 0, weight_decay >= 0")
+    need(0 <= lr.warmup_frac < 1 and 0 <= lr.decay_frac < 1 and lr.warmup_frac + lr.decay_frac <= 1,
+         f"learner.warmup_frac + learner.decay_frac must be in [0, 1], got {lr.warmup_frac} + {lr.decay_frac}")
+    need(0 <= lr.label_smoothing < 1, f"learner.label_smoothing must be in [0, 1), got {lr.label_smoothing}")
+    need(lr.mixup >= 0 and lr.cutmix >= 0, "learner.mixup and learner.cutmix must be >= 0")
+    need(0 < lr.ema_decay < 1, f"learner.ema_decay must be in (0, 1), got {lr.ema_decay}")
+    need(lr.model in LEARNERS or lr.model.startswith("timm/") or _is_timm_model(lr.model),
+         f"learner.model: unknown model '{lr.model}' (ours: {sorted(LEARNERS)}, or any timm model name)")
+    need(pr.iterations > 0, f"practice.iterations must be > 0, got {pr.iterations}")
+    need(pr.eval_every > 0, f"practice.eval_every must be > 0, got {pr.eval_every}")
+    need(pr.initial_samples > 0, f"practice.initial_samples must be > 0, got {pr.initial_samples}")
+    need(pr.add_samples >= 0, f"practice.add_samples must be >= 0, got {pr.add_samples}")
+    need(pr.patience >= 1, f"practice.patience must be >= 1, got {pr.patience}")
+    need(pr.patience_growth >= 0, f"practice.patience_growth must be >= 0, got {pr.patience_growth}")
+    need(pr.max_samples >= pr.initial_samples,
+         f"practice.max_samples ({pr.max_samples}) must be >= practice.initial_samples ({pr.initial_samples})")
+    need(len(r.methods) > 0, "run.methods must name at least one method")
+    for m in r.methods:
+        need(m in METHODS, f"run.methods: unknown method '{m}' (known: {sorted(METHODS)})")
+    need(len(set(r.methods)) == len(r.methods), f"run.methods has duplicates: {list(r.methods)}")
+    need(r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"), f"run.device: unknown device '{r.device}'")
+    need(r.threads >= 0 and r.checkpoint_every >= 0, "run.threads and run.checkpoint_every must be >= 0")
+
+
+def _is_timm_model(name: str) -> bool:
+    try:
+        import timm
+
+        return timm.is_model(name)
+    except Exception:  # pragma: no cover - timm missing
+        return False

@@ -1,0 +1,50 @@
+"""Guided DDIM sampling over diffusers' :class:`~diffusers.DDIMScheduler`, shared by every backend."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from diffusers import DDIMScheduler
+
+from .guidance import Guide
+
+
+def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler: DDIMScheduler,
+                x: torch.Tensor, steps: int, guide: Guide | None = None,
+                decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, eta: float = 0.0,
+                rngs: list[torch.Generator] | None = None) -> tuple[torch.Tensor, dict]:
+    """Run DDIM from x_T = ``x``; returns the final sample (in the scheduler's space) and step statistics.
+
+    ``eps_fn(x_t, t)`` is the (classifier-free-guided) noise prediction; ``decode`` maps x̂0 to the image space
+    the criterion reads (identity in pixel space, the VAE decoder in latent space). With η > 0, the per-step noise
+    of each sample is drawn from its own RNG in ``rngs`` so that samples stay independent of batching.
+    """
+    scheduler.set_timesteps(steps, device=x.device)
+    acp = scheduler.alphas_cumprod.to(x.device)
+    stats = {"guided_steps": 0, "nonfinite_grads": 0}
+    for i, t in enumerate(scheduler.timesteps):
+        if guide is not None and guide.active(i, steps):
+            a = acp[t].float()
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                eps = eps_fn(x_in, t)
+                x0 = (x_in - (1 - a).sqrt() * eps.float()) / a.sqrt()  # Eq. 4
+                if guide.grad == "x0":
+                    x0 = x0.detach().requires_grad_(True)
+                h = guide.criterion(decode(x0))
+                (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
+            if guide.grad == "x0":
+                g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
+            g, bad = guide.rescale(g.float())
+            eps = eps.detach().float() - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
+            stats["guided_steps"] += 1
+            stats["nonfinite_grads"] += bad
+        else:
+            with torch.no_grad():
+                eps = eps_fn(x, t).float()
+        noise = None
+        if eta > 0 and rngs is not None:
+            noise = torch.stack([torch.randn(x.shape[1:], generator=r) for r in rngs]).to(x.device, x.dtype)
+        with torch.no_grad():
+            x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise).prev_sample
+    return x, stats

@@ -1,0 +1,136 @@
+"""The learner: a classifier trained on mini-batches of generated images (AdamW, warmup-stable-decay LR,
+label smoothing; timm's EMA and mixup/cutmix as options)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import param_groups_weight_decay
+from timm.utils import ModelEmaV3
+
+from ..generation.base import autocast
+from .models import build_model
+from .schedule import WarmupStableDecay
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [-1, 1], the space generators produce and learners read."""
+    return images.float().div(127.5).sub(1)
+
+
+def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flip, per sample."""
+    b, _, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    out = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+             rows[:, None, :, None], cols[:, None, None, :]]
+    flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+class Learner:
+    def __init__(self, cfg, num_classes: int, in_chans: int, total_iterations: int, device="cpu", seed: int = 0):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.num_classes = num_classes
+        torch.manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed + 1)
+        self.model = build_model(cfg.model, num_classes, in_chans, cfg.img_size, cfg.pretrained_path).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        groups = param_groups_weight_decay(self.model, cfg.weight_decay)
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.schedule = WarmupStableDecay(total_iterations, cfg.warmup_frac, cfg.decay_frac)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema else None
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                               num_classes=num_classes)
+            self.loss_fn = SoftTargetCrossEntropy()
+        else:
+            self.loss_fn = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing else nn.CrossEntropyLoss()
+        self.iteration = 0
+
+    # --------------------------------------------------------------------------------------------- training
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step on a uint8 batch; the LR follows the schedule at the current iteration."""
+        lr = self.cfg.lr * self.schedule.factor(self.iteration)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x = to_float(images).to(self.device, non_blocking=True)
+        y = labels.to(self.device, non_blocking=True)
+        if self.cfg.augment:
+            x = augment(x, self.rng)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.model.train()
+        with autocast(self.device, self.cfg.bf16):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.iteration)
+        self.iteration += 1
+        return loss.item()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is evaluated and guides sampling: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[nn.Module]:
+        """The eval model in eval mode with frozen weights (gradients still reach its input), for guidance."""
+        m = self.eval_model
+        was_training = m.training
+        flags = [p.requires_grad for p in m.parameters()]
+        m.eval().requires_grad_(False)
+        try:
+            yield m
+        finally:
+            for p, f in zip(m.parameters(), flags):
+                p.requires_grad_(f)
+            m.train(was_training)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for uint8 images, in batches, with the eval model."""
+        m = self.eval_model
+        was = m.training
+        m.eval()
+        out = []
+        for s in range(0, len(images), self.cfg.eval_batch_size):
+            x = to_float(images[s:s + self.cfg.eval_batch_size]).to(self.device)
+            with autocast(self.device, self.cfg.bf16):
+                out.append(m(x).float().cpu())
+        m.train(was)
+        return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        return (self.predict(images).argmax(-1) == labels).float().mean().item()
+
+    # -------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "iteration": self.iteration,
+                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.iteration = state["iteration"]
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.rng.set_state(state["rng"])

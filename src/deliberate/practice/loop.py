@@ -1,0 +1,122 @@
+"""Algorithm 1 of the paper, top to bottom.
+
+    pool ← N plain samples                                     (step 1; ω = 0: the classifier is untrained)
+    for it in 1..iterations:
+        train on a mini-batch drawn uniformly from the pool    (step 2)
+        every τ iterations: validation accuracy → trigger      (step 3)
+        trigger fired, LR constant, budget left:               (steps 4-5)
+            pool ← pool ∪ P samples guided by the current classifier
+
+The held-out test split is not an argument: nothing here can read it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.splits import Split
+from ..generation.guidance import build_guide
+from ..learning.learner import Learner
+from .methods import MethodSpec
+from .pool import Pool, ShardMeta
+from .trigger import PatienceTrigger
+
+
+@dataclass
+class PracticeResult:
+    method: str
+    val_acc: float
+    best_val_acc: float
+    samples: int
+    iterations: int
+    rounds: int
+    seconds: dict = field(default_factory=dict)
+
+
+def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progress: bool = False) -> dict:
+    """Generate ``count`` samples into ``pool``, shard by shard. Sample i of the pool has label i mod C and seed
+    ``sampling.seed_offset + i``, so any pool is reproducible sample by sample."""
+    s = cfg.sampling
+    stats = {"seconds": 0.0, "guided_steps": 0, "nonfinite_grads": 0}
+    start = len(pool)
+    bar = tqdm(total=count, desc=f"round {round_}: generate" + (" (guided)" if guide and guide.omega else ""),
+               disable=not progress, dynamic_ncols=True, leave=False)
+    for lo in range(start, start + count, s.shard_size):
+        hi = min(start + count, lo + s.shard_size)
+        idx = torch.arange(lo, hi)
+        labels = idx % generator.num_classes
+        seeds = [s.seed_offset + int(i) for i in idx]
+        out = generator.sample(labels, seeds, steps=s.steps, cfg_scale=s.cfg_scale, guide=guide, eta=s.eta,
+                               batch_size=s.batch_size)
+        omega = guide.omega if guide is not None else 0.0
+        pool.append(out.images, labels, seeds, out.score,
+                    ShardMeta(round_, omega, s.cfg_scale, s.steps, generator.generator_id),
+                    extra={"nonfinite_grads": out.stats["nonfinite_grads"]})
+        for k in ("seconds", "guided_steps", "nonfinite_grads"):
+            stats[k] += out.stats[k]
+        bar.update(hi - lo)
+    bar.close()
+    return stats
+
+
+def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, pool: Pool, log=None,
+             progress: bool = True) -> PracticeResult:
+    p = cfg.practice
+    seconds = {"generation": 0.0, "guided_generation": 0.0, "training": 0.0, "evaluation": 0.0}
+    rounds = 0
+
+    # Step 1: the initial pool, plain sampling.
+    if len(pool) == 0:
+        st = grow(pool, spec.initial, generator, cfg, 0, progress=progress)
+        seconds["generation"] += st["seconds"]
+
+    trigger = PatienceTrigger(p.patience, p.patience_growth, p.min_delta)
+    batch_rng = torch.Generator().manual_seed(cfg.run.seed + 17)
+    val_acc = 0.0
+    bar = tqdm(range(learner.iteration, p.iterations), desc=f"{spec.name}: train", disable=not progress,
+               dynamic_ncols=True)
+    for it in bar:
+        # Step 2: a mini-batch drawn uniformly from the current pool.
+        t0 = time.perf_counter()
+        idx = torch.randint(0, len(pool), (cfg.learner.batch_size,), generator=batch_rng)
+        loss = learner.step(*pool.get(idx))
+        seconds["training"] += time.perf_counter() - t0
+        done = it + 1
+        if done % p.eval_every and done != p.iterations:
+            continue
+
+        # Step 3: validation on real data drives the patience counter.
+        t0 = time.perf_counter()
+        val_acc = learner.accuracy(val.images, val.labels)
+        seconds["evaluation"] += time.perf_counter() - t0
+        fired = trigger.update(val_acc)
+
+        # Steps 4-5: stuck → add P samples guided by the current classifier, only while the LR is constant.
+        added, blocked = 0, ""
+        if fired and spec.add > 0:
+            if not learner.schedule.is_stable(done):
+                blocked = "lr not constant"
+            elif len(pool) + spec.add > spec.max_samples:
+                blocked = "sample budget"
+            else:
+                rounds += 1
+                with learner.frozen() as clf:
+                    guide = build_guide(clf, cfg.guidance, omega=spec.omega)
+                    st = grow(pool, spec.add, generator, cfg, rounds, guide=guide, progress=progress)
+                key = "guided_generation" if spec.omega > 0 else "generation"
+                seconds[key] += st["seconds"]
+                trigger.added()
+                added = spec.add
+        record = {"method": spec.name, "iteration": done, "loss": loss, "val_acc": val_acc,
+                  "best_val_acc": trigger.best, "stale": trigger.stale, "t_max": trigger.t_max,
+                  "pool": len(pool), "added": added, "round": rounds,
+                  "lr": learner.opt.param_groups[0]["lr"], **({"blocked": blocked} if blocked else {})}
+        if log is not None:
+            log(record)
+        bar.set_postfix(val=f"{val_acc:.3f}", pool=len(pool))
+    bar.close()
+    return PracticeResult(spec.name, val_acc, trigger.best, len(pool), p.iterations, rounds,
+                          {k: round(v, 2) for k, v in seconds.items()})

@@ -1,0 +1,1 @@
+"""Reports: plots and the markdown report of a run directory."""
