@@ -39,14 +39,14 @@ class GeneratorConfig:
     name: str = "pixel_unet"  # registry name: pixel_unet | stable_diffusion
     cache_dir: str = "cache/generators"
     path: str = ""  # explicit weights directory (overrides the cache lookup)
-    block_out_channels: tuple = (32, 64, 128)
+    block_out_channels: tuple = (32, 64, 64)
     layers_per_block: int = 1
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    train_steps: int = 1500
+    train_steps: int = 1200
     batch_size: int = 128
-    lr: float = 2e-3
-    ema_decay: float = 0.999
+    lr: float = 1e-3
+    ema_decay: float = 0.995
     cond_drop: float = 0.1  # probability of the null class during training (classifier-free guidance)
     bf16: bool = True
     seed: int = 0
@@ -120,6 +120,7 @@ class RunConfig:
     device: str = "auto"
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     checkpoint_every: int = 0  # save the full training state every K iterations (0 = only at rounds)
+    deterministic: bool = False  # deterministic kernels (torch.use_deterministic_algorithms; slower on GPU)
     progress: bool = True
 
 
@@ -171,8 +172,9 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     if typ is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "[8, 16]" or "dp,static"
+            parsed = _parse_scalar(value) if value.strip().startswith("[") else None
+            value = parsed if isinstance(parsed, list) else [_parse_scalar(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return tuple(value)

@@ -18,7 +18,7 @@ class Registry(dict):
 
     def register(self, name: str) -> Callable:
         def deco(obj: Any) -> Any:
-            if name in self:
+            if dict.__contains__(self, name):
                 raise KeyError(f"{self.kind} '{name}' is registered twice")
             self[name] = obj
             return obj
