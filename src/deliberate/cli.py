@@ -1,11 +1,14 @@
-"""Command line: ``deliberate run | train-generator | config | theory``.
+"""Command line: ``deliberate run | train-generator | config | check | theory``.
 
 Overrides are ``section.key=value`` words after the options, e.g.
 ``deliberate run --config configs/smoke.yaml practice.iterations=500 run.methods=dp,static``.
+``deliberate run --resume RUN_DIR`` continues a killed run; ``deliberate check RUN_DIR [--repair]`` verifies
+(and repairs) its pool.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from .config import ConfigError, load_config
@@ -23,10 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd")
     p_run = sub.add_parser("run", help="run Deliberate Practice and its baselines (default: embedded Fashion-MNIST)")
     _config_args(p_run)
+    p_run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (config from RUN_DIR)")
     p_gen = sub.add_parser("train-generator", help="train (or find in the cache) the generator and print its path")
     _config_args(p_gen)
     p_cfg = sub.add_parser("config", help="print the resolved config as YAML")
     _config_args(p_cfg)
+    p_chk = sub.add_parser("check", help="verify every pool shard of a run directory against its manifest")
+    p_chk.add_argument("run_dir", metavar="RUN_DIR")
+    p_chk.add_argument("--repair", action="store_true", help="regenerate damaged or missing shards from their seeds")
     sub.add_parser("theory", help="reproduce the paper's Section 4 figures (see `deliberate theory --help`)",
                    add_help=False)
     if argv[:1] == ["theory"]:
@@ -36,9 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd is None:
         args = parser.parse_args(["run", *argv])
+    from .checkpoint import DiskFullError, ResumeError, resume_config
+    from .lock import RunLockedError
+
+    if args.cmd == "check":
+        from .repair import main as check_main
+
+        return check_main(args.run_dir, args.repair)
+    resume = getattr(args, "resume", None)
     try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
+        if resume and args.config:
+            raise ConfigError("--resume reads RUN_DIR/config.yaml; give changes as section.key=value overrides")
+        cfg = resume_config(resume, args.overrides) if resume else load_config(args.config, args.overrides)
+    except (ConfigError, ResumeError) as e:
         print(f"deliberate: config error: {e}", file=sys.stderr)
         return 2
     if args.cmd == "config":
@@ -48,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .data.idx import DataError
     from .generation.pixel import GeneratorError
+    from .practice.pool import PoolError
 
     try:
         if args.cmd == "train-generator":
@@ -60,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .job import run_job
 
-        run_job(cfg)
+        run_job(cfg, run_dir=resume, resume=bool(resume))
         return 0
-    except (DataError, GeneratorError) as e:
+    except (DataError, GeneratorError, PoolError, ResumeError, RunLockedError, DiskFullError) as e:
         print(f"deliberate: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"deliberate: error: disk full ({e}); free space and continue with `deliberate run --resume RUN_DIR`",
+              file=sys.stderr)
         return 1
 
 

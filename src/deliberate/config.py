@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"
+    name: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folders (ImageFolder layout, data/folders.py)
     root: str = "/usr/share/datasets/fashion-mnist"  # folder with the four IDX .gz files
     val_size: int = 2000  # real plateau-validation images, carved from the official train set
     gen_train_size: int = 0  # generator-training images (0 = the rest of the official train set)
@@ -30,8 +30,11 @@ class DataConfig:
     # Paper-scale folders (ImageFolder layout); unused by the embedded default.
     val_dir: str = ""
     test_dir: str = ""
-    class_list: str = ""
-    ood_dirs: dict = field(default_factory=dict)
+    class_list: str = ""  # built-in name (imagenet100) or a file of "wnid name" lines; empty = every val_dir class
+    ood_dirs: dict = field(default_factory=dict)  # {name: dir}, e.g. ImageNet-V2/-Sketch/-R/-A, evaluated at the end
+    image_size: int = 0  # folders: images resized + centre-cropped to this; also the stored size of latent samples
+    test_per_class: int = 0  # folders: at most this many held-out images per class, drawn by split_seed (0 = all)
+    workers: int = 4  # folders: image-decoding threads
 
 
 @dataclass
@@ -55,7 +58,10 @@ class GeneratorConfig:
     resolution: int = 512
     vae_slicing: bool = True
     gradient_checkpointing: bool = False
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # autocast dtype on CUDA (bf16 for guidance)
+    vae_tiling: bool = False
+    guided_batch_size: int = 0  # cap on the batch of guided sampling calls (0 = sampling.batch_size)
+    variant: str = ""  # weight-file variant to load, e.g. "fp16" (diffusion_pytorch_model.fp16.safetensors)
 
 
 @dataclass
@@ -82,7 +88,8 @@ class GuidanceConfig:
 class LearnerConfig:
     model: str = "cnn_small"  # registry name, or any timm model name
     pretrained_path: str = ""
-    batch_size: int = 128
+    batch_size: int = 128  # global batch: all processes together (each takes batch_size / world_size)
+    micro_batch_size: int = 0  # gradient accumulation in micro-batches of this size (0 = one per process)
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
@@ -109,6 +116,8 @@ class PracticeConfig:
     patience_growth: int = 1  # incremental patience: T_max grows by this after each addition (0 = fixed)
     max_samples: int = 10000  # sample budget; no addition may cross it
     min_delta: float = 0.0  # an evaluation counts as an improvement when it beats the best by more than this
+    oversample: int = 4  # prune: generate oversample × kept plain samples, keep the highest-entropy ones
+    prune_scorer_iterations: int = 500  # prune: iterations of the scorer trained on the first N plain samples
 
 
 @dataclass
@@ -300,6 +309,7 @@ def validate(cfg: Config) -> None:
     need(0 < lr.ema_decay < 1, f"learner.ema_decay must be in (0, 1), got {lr.ema_decay}")
     need(lr.model in LEARNERS or lr.model.startswith("timm/") or _is_timm_model(lr.model),
          f"learner.model: unknown model '{lr.model}' (ours: {sorted(LEARNERS)}, or any timm model name)")
+    _validate_paper_scale(cfg, need)
     need(pr.iterations > 0, f"practice.iterations must be > 0, got {pr.iterations}")
     need(pr.eval_every > 0, f"practice.eval_every must be > 0, got {pr.eval_every}")
     need(pr.initial_samples > 0, f"practice.initial_samples must be > 0, got {pr.initial_samples}")
@@ -308,6 +318,9 @@ def validate(cfg: Config) -> None:
     need(pr.patience_growth >= 0, f"practice.patience_growth must be >= 0, got {pr.patience_growth}")
     need(pr.max_samples >= pr.initial_samples,
          f"practice.max_samples ({pr.max_samples}) must be >= practice.initial_samples ({pr.initial_samples})")
+    need(pr.oversample >= 1, f"practice.oversample must be >= 1, got {pr.oversample}")
+    need(pr.prune_scorer_iterations >= 1,
+         f"practice.prune_scorer_iterations must be >= 1, got {pr.prune_scorer_iterations}")
     need(len(r.methods) > 0, "run.methods must name at least one method")
     for m in r.methods:
         need(m in METHODS, f"run.methods: unknown method '{m}' (known: {sorted(METHODS)})")
@@ -323,3 +336,27 @@ def _is_timm_model(name: str) -> bool:
         return timm.is_model(name)
     except Exception:  # pragma: no cover - timm missing
         return False
+
+
+def _validate_paper_scale(cfg: Config, need) -> None:
+    """Checks of the folder data, Stable Diffusion and multi-process keys (docs/paper_scale.md)."""
+    d, g, lr = cfg.data, cfg.generator, cfg.learner
+    need(d.name in ("fashion_mnist", "folders"), f"data.name: unknown dataset '{d.name}' (fashion_mnist or folders)")
+    need(d.image_size >= 0 and d.test_per_class >= 0 and d.workers >= 0,
+         "data.image_size, data.test_per_class and data.workers must be >= 0")
+    if d.name == "folders":
+        need(bool(d.val_dir) and bool(d.test_dir), "data.name=folders needs data.val_dir and data.test_dir")
+        need(d.image_size > 0, "data.name=folders needs data.image_size > 0 (the size images are stored at)")
+        need(g.name != "pixel_unet" or bool(g.path), "generator.name=pixel_unet trains on the generator split, which "
+             "data.name=folders does not provide: set generator.path or use generator.name=stable_diffusion")
+    need(all(isinstance(v, str) and v for v in d.ood_dirs.values()), "data.ood_dirs must map names to folders")
+    need(not d.ood_dirs or d.name == "folders", "data.ood_dirs needs data.name=folders (class folders named by wnid)")
+    need(len(g.prompt_templates) > 0 and all(isinstance(t, str) and "{}" in t for t in g.prompt_templates),
+         f"generator.prompt_templates must be strings containing '{{}}', got {list(g.prompt_templates)}")
+    need(g.resolution > 0 and g.resolution % 8 == 0, f"generator.resolution must be a positive multiple of 8, got {g.resolution}")
+    need(g.guided_batch_size >= 0, f"generator.guided_batch_size must be >= 0, got {g.guided_batch_size}")
+    need(g.name != "stable_diffusion" or bool(g.path), "generator.name=stable_diffusion needs generator.path "
+         "(a local diffusers-format Stable Diffusion directory; nothing is downloaded)")
+    need(lr.micro_batch_size >= 0, f"learner.micro_batch_size must be >= 0, got {lr.micro_batch_size}")
+    need(not lr.micro_batch_size or lr.batch_size % lr.micro_batch_size == 0,
+         f"learner.batch_size ({lr.batch_size}) must be a multiple of learner.micro_batch_size ({lr.micro_batch_size})")

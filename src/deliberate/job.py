@@ -4,14 +4,21 @@ The held-out test split is read once, in :func:`evaluate_held_out`, after every 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import save_file
 
+from . import distributed
+from .checkpoint import ResumeError, atomic_write, require_same_config, seed_all, set_deterministic
 from .config import Config
 from .data.splits import RealSplits, load_splits
+from .generation.pixel import GeneratorError
 from .learning.learner import Learner
 from .practice.loop import PracticeResult, practice
 from .practice.pool import Pool
@@ -24,16 +31,31 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"run.device={name} but CUDA is not available")
+    if torch.device(name).type == "cuda" and distributed.is_distributed():
+        return torch.device("cuda", distributed.local_rank())  # one GPU per process
     return torch.device(name)
+
+
+def load_real_splits(cfg: Config) -> RealSplits:
+    """``data.name``: the embedded Fashion-MNIST splits, or ImageFolder directories (this process's share)."""
+    d = cfg.data
+    if d.name == "folders":
+        from .data.folders import load_folder_splits
+
+        return load_folder_splits(d, distributed.rank(), distributed.world_size())
+    return load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
 
 
 def obtain_generator(cfg: Config, splits: RealSplits, device, progress: bool, log=None):
     return GENERATORS.get_entry(cfg.generator.name).obtain(cfg, splits, device=device, progress=progress, log=log)
 
 
+SIZED_BY_DP = ("static", "prune", "prune_random")  # methods whose pool size is DP's final pool when DP ran
+
+
 def order_methods(methods) -> list[str]:
-    """Methods that size themselves after others (``static`` matches DP's final pool) run last."""
-    return sorted(methods, key=lambda m: m == "static")
+    """Methods that size themselves after others (``static``, ``prune*`` match DP's final pool) run last."""
+    return sorted(methods, key=lambda m: m in SIZED_BY_DP)
 
 
 def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: Path, device, budget=None,
@@ -41,12 +63,21 @@ def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: P
     spec = METHODS.build(name, cfg, budget=budget)
     mdir = run_dir / "methods" / name
     mdir.mkdir(parents=True, exist_ok=True)
+    seed_all(cfg.run.seed)  # each method starts from the same global RNG state, whether or not others were rerun
     learner = Learner(cfg.learner, splits.num_classes, generator.image_shape[0], cfg.practice.iterations, device,
                       seed=cfg.run.seed)
-    pool = Pool(mdir / "pool")
-    result = practice(spec, cfg, generator, learner, splits.val, pool, log=JsonlLog(mdir / "stats.jsonl"),
-                      progress=progress)
-    save_file({k: v.contiguous() for k, v in learner.eval_model.state_dict().items()}, mdir / "model.safetensors")
+    pool = distributed.open_pool(mdir / "pool", verify=True)  # rank 0 writes; other ranks hold replicas
+    ckpt = distributed.checkpointer(mdir, cfg, spec, log_path=mdir / "stats.jsonl")
+    if (done := ckpt.finished()) is not None:  # finished before an interruption: not rerun
+        ckpt.load_final(learner)
+        print(f"{name}: finished before the interruption, not rerun")
+        return PracticeResult(**done), learner, pool
+    result = practice(spec, cfg, generator, learner, splits.val, pool,
+                      log=distributed.main_only(JsonlLog(mdir / "stats.jsonl")), progress=progress, ckpt=ckpt)
+    weights = {k: v.contiguous() for k, v in learner.eval_model.state_dict().items()}
+    if distributed.is_main():
+        atomic_write(mdir / "model.safetensors", lambda p: save_file(weights, p))
+    ckpt.mark_finished(dataclasses.asdict(result))
     return result, learner, pool
 
 
@@ -56,41 +87,91 @@ def evaluate_held_out(learners: dict[str, Learner], splits: RealSplits) -> dict[
     return {name: learner.accuracy(test.images, test.labels) for name, learner in learners.items()}
 
 
-def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = None) -> Path:
-    progress = cfg.run.progress if progress is None else progress
+def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = None, resume: bool = False) -> Path:
+    """Run the job in a new run directory, or with ``resume`` continue the one in ``run_dir`` (its generator from
+    the recorded path, finished methods not rerun, the others from their checkpoints). The run directory is
+    locked against a second process. Under ``torchrun``/``accelerate launch`` every process runs this; rank 0 alone
+    writes (distributed.py)."""
+    distributed.setup(cfg.run.device)
+    if resume:
+        saved = Path(run_dir or "") / "config.yaml"
+        if not saved.is_file():
+            raise ResumeError(f"cannot resume {run_dir}: not a run directory (no config.yaml)")
+        require_same_config(yaml.safe_load(saved.read_text()), cfg.to_dict(), f"run {run_dir}")
+    elif run_dir is not None and (Path(run_dir) / "config.yaml").exists():
+        raise ResumeError(f"{run_dir} already holds a run; continue it with `deliberate run --resume {run_dir}`")
+    run_dir = Path(run_dir) if run_dir else distributed.on_main(lambda: new_run_dir(cfg.run.out_dir, cfg.run.name))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
+    with distributed.lock(run_dir):
+        out = _run_job(cfg, run_dir, progress, resume)
+    distributed.shutdown()  # waits for rank 0's report, then leaves the process group
+    return out
+
+
+def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) -> Path:
+    progress = (cfg.run.progress if progress is None else progress) and distributed.is_main()
+    main = distributed.is_main()
+    set_deterministic(cfg.run.deterministic)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     t_start = time.perf_counter()
-    splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.data.gen_train_size, cfg.data.split_seed)
-    run_dir = run_dir or new_run_dir(cfg.run.out_dir, cfg.run.name)
-    write_config(run_dir / "config.yaml", cfg.to_dict())
-    splits.record(run_dir / "splits.json")
-    print(f"run directory: {run_dir}")
+    splits = load_real_splits(cfg)
+    if main:
+        if not resume:
+            write_config(run_dir / "config.yaml", cfg.to_dict())
+        splits.record(run_dir / "splits.json")
+        print(f"run directory: {run_dir}")
 
-    generator, gen_info = obtain_generator(cfg, splits, device, progress, log=JsonlLog(run_dir / "generator_stats.jsonl"))
-    write_json(run_dir / "generator.json", gen_info)
-    print(f"generator: {gen_info['generator_id']} ({gen_info['source']}: {gen_info['path']})")
+    recorded = json.loads((run_dir / "generator.json").read_text()) if (run_dir / "generator.json").exists() else None
+    if resume and recorded:  # the generator the run started with, re-obtained from its recorded path
+        cfg = copy.deepcopy(cfg)
+        moved = not Path(recorded["path"]).exists() and cfg.generator.path  # moved, and given as generator.path
+        cfg.generator.path = cfg.generator.path if moved else recorded["path"]
+    generator, gen_info = distributed.main_first(lambda: obtain_generator(
+        cfg, splits, device, progress, log=distributed.main_only(JsonlLog(run_dir / "generator_stats.jsonl"))))
+    generator = distributed.ShardedGenerator.wrap(generator)  # each rank samples its share of every call
+    if resume and recorded:
+        if gen_info["generator_id"] != recorded["generator_id"]:
+            raise GeneratorError(f"generator at {gen_info['path']} is {gen_info['generator_id']}, but run {run_dir} "
+                                 f"was made with {recorded['generator_id']}")
+        gen_info = recorded
+    if main:
+        write_json(run_dir / "generator.json", gen_info)
+        print(f"generator: {gen_info['generator_id']} ({gen_info['source']}: {gen_info['path']})")
 
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
     pools: dict[str, Pool] = {}
     for name in order_methods(cfg.run.methods):
-        budget = results["dp"].samples if name == "static" and "dp" in results else None
+        budget = results["dp"].samples if name in SIZED_BY_DP and "dp" in results else None
         results[name], learners[name], pools[name] = run_method(name, cfg, splits, generator, run_dir, device, budget,
                                                                 progress)
         r = results[name]
-        print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples, {r.rounds} additions")
+        if main:
+            print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples, {r.rounds} additions")
 
     test_acc = evaluate_held_out(learners, splits)
+    ood = {}
+    if cfg.data.ood_dirs:  # after the held-out read; never seen by the loop
+        from .data.folders import evaluate_ood
+
+        ood = evaluate_ood(learners, cfg.data, list(splits.meta["classes"]), distributed.rank(),
+                           distributed.world_size())
     summary = {
         "methods": {n: {"test_acc": test_acc[n], "val_acc": r.val_acc, "best_val_acc": r.best_val_acc,
-                        "samples": r.samples, "iterations": r.iterations, "rounds": r.rounds, "seconds": r.seconds}
+                        "samples": r.samples, "iterations": r.iterations, "rounds": r.rounds, "seconds": r.seconds,
+                        "nonfinite_grads": r.nonfinite_grads}
                     for n, r in results.items()},
         "generator": gen_info,
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "held_out_reads": splits.test.read_log,
+        **({"ood": ood} if ood else {}),
+        "world_size": distributed.world_size(),
     }
+    if not main:
+        return run_dir
     write_json(run_dir / "summary.json", summary)
     from .reports.report import write_report
 

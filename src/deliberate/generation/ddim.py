@@ -9,6 +9,11 @@ from diffusers import DDIMScheduler
 from .guidance import Guide
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs (autocast) to float32; float32/float64 unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler: DDIMScheduler,
                 x: torch.Tensor, steps: int, guide: Guide | None = None,
                 decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, eta: float = 0.0,
@@ -28,20 +33,20 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
                 eps = eps_fn(x_in, t)
-                x0 = (x_in - (1 - a).sqrt() * eps.float()) / a.sqrt()  # Eq. 4
+                x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
                 if guide.grad == "x0":
                     x0 = x0.detach().requires_grad_(True)
                 h = guide.criterion(decode(x0))
                 (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
             if guide.grad == "x0":
                 g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
-            g, bad = guide.rescale(g.float())
-            eps = eps.detach().float() - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
+            g, bad = guide.rescale(_full(g))
+            eps = _full(eps.detach()) - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
             stats["guided_steps"] += 1
             stats["nonfinite_grads"] += bad
         else:
             with torch.no_grad():
-                eps = eps_fn(x, t).float()
+                eps = _full(eps_fn(x, t))
         noise = None
         if eta > 0 and rngs is not None:
             noise = torch.stack([torch.randn(x.shape[1:], generator=r) for r in rngs]).to(x.device, x.dtype)

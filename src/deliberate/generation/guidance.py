@@ -29,7 +29,9 @@ from ..registry import CRITERIA
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Predictive entropy H(f(x)) in nats, per sample (Eq. 6)."""
-    logp = F.log_softmax(logits.float(), dim=-1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..data.splits import Split
 from ..generation.guidance import build_guide
 from ..learning.learner import Learner
@@ -34,6 +35,7 @@ class PracticeResult:
     iterations: int
     rounds: int
     seconds: dict = field(default_factory=dict)
+    nonfinite_grads: int = 0  # guidance gradients that were NaN/Inf: that sample took that step unguided
 
 
 def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progress: bool = False) -> dict:
@@ -51,6 +53,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         seeds = [s.seed_offset + int(i) for i in idx]
         out = generator.sample(labels, seeds, steps=s.steps, cfg_scale=s.cfg_scale, guide=guide, eta=s.eta,
                                batch_size=s.batch_size)
+        faults.point("generate")
         omega = guide.omega if guide is not None else 0.0
         pool.append(out.images, labels, seeds, out.score,
                     ShardMeta(round_, omega, s.cfg_scale, s.steps, generator.generator_id),
@@ -63,29 +66,73 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
 
 
 def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, pool: Pool, log=None,
-             progress: bool = True) -> PracticeResult:
+             progress: bool = True, ckpt=None) -> PracticeResult:
+    """Algorithm 1. With ``ckpt`` (a :class:`~deliberate.checkpoint.Checkpointer`), the latest saved state is restored
+    first and the state is saved after the initial pool, when a round starts and ends, every
+    ``run.checkpoint_every`` iterations and at the end: a killed run resumes exactly where it was."""
     p = cfg.practice
     seconds = {"generation": 0.0, "guided_generation": 0.0, "training": 0.0, "evaluation": 0.0}
-    rounds = 0
-
-    # Step 1: the initial pool, plain sampling.
-    if len(pool) == 0:
-        st = grow(pool, spec.initial, generator, cfg, 0, progress=progress)
-        seconds["generation"] += st["seconds"]
-
+    counters = {"guided_steps": 0, "nonfinite_grads": 0}
+    rounds, val_acc, pending = 0, 0.0, None
     trigger = PatienceTrigger(p.patience, p.patience_growth, p.min_delta)
     batch_rng = torch.Generator().manual_seed(cfg.run.seed + 17)
-    val_acc = 0.0
+
+    def save(pending_step: dict | None = None) -> None:
+        if ckpt is not None:
+            ckpt.save(learner, trigger, batch_rng, pool, rounds=rounds, seconds=seconds, val_acc=val_acc,
+                      counters=counters, pending=pending_step and {**pending_step, "round": rounds})
+
+    def finish(step: dict) -> None:
+        """Steps 4-5, second half: fill the round the step started (if any) up to its target, log, checkpoint."""
+        if "target" in step:
+            with learner.frozen() as clf:
+                guide = build_guide(clf, cfg.guidance, omega=spec.omega)
+                st = grow(pool, step["target"] - len(pool), generator, cfg, rounds, guide=guide, progress=progress)
+            seconds["guided_generation" if spec.omega > 0 else "generation"] += st["seconds"]
+            for k in counters:
+                counters[k] += st[k]
+            trigger.added()
+        record = {"method": spec.name, "iteration": step["iteration"], "loss": step["loss"], "val_acc": val_acc,
+                  "best_val_acc": trigger.best, "stale": trigger.stale, "t_max": trigger.t_max, "pool": len(pool),
+                  "added": step["added"], "round": rounds, "lr": step["lr"],
+                  "nonfinite_grads": counters["nonfinite_grads"],
+                  **({"blocked": step["blocked"]} if step["blocked"] else {})}
+        if log is not None:
+            log(record)
+        done = step["iteration"]
+        if "target" in step or done == p.iterations or (ckpt is not None and ckpt.every and done % ckpt.every == 0):
+            save()
+
+    state = ckpt.restore(learner, trigger, batch_rng, pool) if ckpt is not None else None
+    if state is not None:
+        rounds, val_acc, pending = state["rounds"], state["val_acc"], state["pending"]
+        seconds.update(state["seconds"])
+        counters.update(state["counters"])
+    elif len(pool) < spec.initial:
+        # Step 1: the initial pool, plain sampling (after a crash: continued from its last complete shard).
+        if hasattr(spec, "build_pool"):  # oversample-then-prune (prune.py) selects its pool from k·M candidates
+            for k, v in spec.build_pool(pool, cfg, generator, learner.device, progress)["seconds"].items():
+                seconds[k] = seconds.get(k, 0.0) + v
+        else:
+            st = grow(pool, spec.initial - len(pool), generator, cfg, 0, progress=progress)
+            seconds["generation"] += st["seconds"]
+        save()
+    if pending is not None:  # a round had started when the run was killed: complete it
+        finish(pending)
+
     bar = tqdm(range(learner.iteration, p.iterations), desc=f"{spec.name}: train", disable=not progress,
                dynamic_ncols=True)
     for it in bar:
         # Step 2: a mini-batch drawn uniformly from the current pool.
         t0 = time.perf_counter()
         idx = torch.randint(0, len(pool), (cfg.learner.batch_size,), generator=batch_rng)
-        loss = learner.step(*pool.get(idx))
+        loss = learner.step(*pool.get(learner.local_indices(idx)))  # this process's share (distributed.py)
         seconds["training"] += time.perf_counter() - t0
+        faults.point("iteration")
         done = it + 1
         if done % p.eval_every and done != p.iterations:
+            if ckpt is not None and ckpt.every and done % ckpt.every == 0:
+                save()
             continue
 
         # Step 3: validation on real data drives the patience counter.
@@ -95,28 +142,18 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
         fired = trigger.update(val_acc)
 
         # Steps 4-5: stuck → add P samples guided by the current classifier, only while the LR is constant.
-        added, blocked = 0, ""
+        step = {"iteration": done, "loss": loss, "lr": learner.opt.param_groups[0]["lr"], "added": 0, "blocked": ""}
         if fired and spec.add > 0:
             if not learner.schedule.is_stable(done):
-                blocked = "lr not constant"
+                step["blocked"] = "lr not constant"
             elif len(pool) + spec.add > spec.max_samples:
-                blocked = "sample budget"
+                step["blocked"] = "sample budget"
             else:
                 rounds += 1
-                with learner.frozen() as clf:
-                    guide = build_guide(clf, cfg.guidance, omega=spec.omega)
-                    st = grow(pool, spec.add, generator, cfg, rounds, guide=guide, progress=progress)
-                key = "guided_generation" if spec.omega > 0 else "generation"
-                seconds[key] += st["seconds"]
-                trigger.added()
-                added = spec.add
-        record = {"method": spec.name, "iteration": done, "loss": loss, "val_acc": val_acc,
-                  "best_val_acc": trigger.best, "stale": trigger.stale, "t_max": trigger.t_max,
-                  "pool": len(pool), "added": added, "round": rounds,
-                  "lr": learner.opt.param_groups[0]["lr"], **({"blocked": blocked} if blocked else {})}
-        if log is not None:
-            log(record)
+                step.update(added=spec.add, target=len(pool) + spec.add)
+                save(step)  # the round's starting state: a crash from here on resumes inside the round
+        finish(step)
         bar.set_postfix(val=f"{val_acc:.3f}", pool=len(pool))
     bar.close()
     return PracticeResult(spec.name, val_acc, trigger.best, len(pool), p.iterations, rounds,
-                          {k: round(v, 2) for k, v in seconds.items()})
+                          {k: round(v, 2) for k, v in seconds.items()}, counters["nonfinite_grads"])

@@ -18,19 +18,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import faults
+from ..checkpoint import atomic_write, storage_error
+
 MANIFEST = "manifest.jsonl"
 
 
 class PoolError(RuntimeError):
     """A pool whose files are missing, corrupted or inconsistent."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -39,6 +34,34 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_shard(path: Path, tensors: dict) -> str:
+    """Write a shard atomically (temp file, fsync, rename; ENOSPC → DiskFullError, no temp file left);
+    returns its SHA-256."""
+    atomic_write(path, lambda p: save_file(tensors, p), fault="shard")
+    return sha256_file(path)
+
+
+def _write_all(f, data: bytes) -> None:
+    f.write(data)
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one manifest line durably; on any failure the manifest is cut back to its previous length."""
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "ab") as f:
+            faults.point("manifest", lambda: (_write_all(f, line[: len(line) // 2]), f.flush()))
+            _write_all(f, line)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+        if isinstance(e, OSError):
+            raise storage_error(e, path) from e
+        raise
 
 
 @dataclass
@@ -88,13 +111,16 @@ class Pool:
             path = self.root / rec["shard"]
             named.add(rec["shard"])
             if not path.exists():
-                raise PoolError(f"pool shard {path} named in the manifest is missing")
+                raise PoolError(f"pool shard {path} named in the manifest is missing; "
+                                f"`deliberate check RUN_DIR --repair` regenerates it")
             if verify and sha256_file(path) != rec["sha256"]:
-                raise PoolError(f"pool shard {path} is corrupted: checksum mismatch")
+                raise PoolError(f"pool shard {path} is corrupted or truncated (SHA-256 differs from the manifest); "
+                                f"`deliberate check RUN_DIR --repair` regenerates it")
             try:
                 data = load_file(path)
             except Exception as e:  # safetensors raises several types on damage
-                raise PoolError(f"pool shard {path} is unreadable ({e}); run `deliberate check --repair`") from None
+                raise PoolError(f"pool shard {path} is unreadable ({e}); "
+                                f"`deliberate check RUN_DIR --repair` regenerates it") from None
             if len(data["labels"]) != rec["count"]:
                 raise PoolError(f"pool shard {path} holds {len(data['labels'])} samples, manifest says {rec['count']}")
             self._images.append(data["images"])
@@ -128,7 +154,7 @@ class Pool:
         return images[idx], labels[idx]
 
     def column(self, key: str) -> np.ndarray:
-        """Per-sample metadata across the pool: ``label``, ``seed``, ``score``, or a shard field (``round``…)."""
+        """Per-sample metadata across the pool: ``labels``, ``seeds``, ``score``, or a shard field (``round``…)."""
         vals = []
         for r in self.records:
             vals.extend(r[key] if isinstance(r.get(key), list) else [r[key]] * r["count"])
@@ -144,22 +170,16 @@ class Pool:
         start = len(self)
         name = f"r{meta.round:03d}-{start:09d}.safetensors"
         path = self.root / name
-        tmp = path.with_name(name + ".tmp")
         tensors = {"images": images.contiguous(), "labels": labels.long().contiguous(),
                    "seeds": torch.tensor(seeds, dtype=torch.int64), "score": score.float().contiguous()}
-        save_file(tensors, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.root)
-        rec = {"shard": name, "sha256": sha256_file(path), "start": start, "count": n, **meta.__dict__,
+        rec = {"shard": name, "sha256": write_shard(path, tensors), "start": start, "count": n, **meta.__dict__,
                "labels": labels.tolist(), "seeds": [int(s) for s in seeds],
                "score": [None if s != s else round(float(s), 5) for s in score.tolist()], **(extra or {})}
-        line = (json.dumps(rec) + "\n").encode()
-        with open(self.root / MANIFEST, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            append_line(self.root / MANIFEST, (json.dumps(rec) + "\n").encode())
+        except BaseException:
+            path.unlink(missing_ok=True)  # published but never recorded
+            raise
         self.records.append(rec)
         self._images.append(images)
         self._labels.append(labels.long())

@@ -1,0 +1,58 @@
+"""Shared fixtures: real Fashion-MNIST splits (small) and tiny, briefly trained models."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from deliberate.config import load_config
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY = [
+    "data.val_size=300", "data.gen_train_size=1500",
+    "generator.block_out_channels=[8,16]", "generator.train_steps=30", "generator.batch_size=32",
+    "sampling.steps=4", "sampling.batch_size=64", "sampling.shard_size=20",
+    "learner.batch_size=32", "learner.eval_batch_size=300",
+    "practice.iterations=60", "practice.eval_every=5", "practice.initial_samples=40", "practice.add_samples=20",
+    "practice.patience=1", "practice.patience_growth=0", "practice.max_samples=120",
+    "run.progress=false",
+]
+
+
+def tiny_config(tmp_path, *extra: str):
+    return load_config(None, TINY + [f"generator.cache_dir={tmp_path}/gen-cache", f"run.out_dir={tmp_path}/runs",
+                                     *extra])
+
+
+@pytest.fixture(scope="session")
+def splits():
+    from deliberate.data import load_splits
+
+    return load_splits("/usr/share/datasets/fashion-mnist", val_size=300, gen_train_size=1500, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(splits, tmp_path_factory):
+    """A (8,16)-channel pixel UNet trained for 30 steps: poor images, real code path."""
+    from deliberate.generation.pixel import obtain_pixel_generator
+
+    cfg = tiny_config(tmp_path_factory.mktemp("gen"))
+    gen, _ = obtain_pixel_generator(cfg, splits, progress=False)
+    return gen
+
+
+@pytest.fixture(scope="session")
+def real_classifier(splits):
+    """cnn_small trained for 150 steps on real images: a fixed, trained classifier for guidance tests."""
+    from deliberate.learning import Learner
+
+    cfg = load_config(None, ["learner.batch_size=64"])
+    learner = Learner(cfg.learner, 10, 1, total_iterations=150, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = splits.gen_train.images, splits.gen_train.labels
+    for _ in range(150):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        learner.step(x[idx], y[idx])
+    return learner

@@ -1,0 +1,48 @@
+"""The command line, end to end: the smoke preset through `deliberate run`, and clear errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deliberate.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_smoke_preset_end_to_end(tmp_path):
+    r = _cli("run", "--config", "configs/smoke.yaml", f"generator.cache_dir={tmp_path}/cache",
+             f"run.out_dir={tmp_path}/runs", "run.progress=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["methods"]) == {"dp", "static"}
+    for m in summary["methods"].values():
+        assert 0.0 <= m["test_acc"] <= 1.0 and m["iterations"] == 200 and m["samples"] >= 200
+    assert summary["generator"]["source"] == "trained"
+    assert (run_dir / "report.md").read_text().count("| dp |") == 1
+    plots = {p.name for p in (run_dir / "plots").iterdir()}
+    assert "accuracy.png" in plots and "samples_dp_round000.png" in plots
+    assert (run_dir / "methods" / "dp" / "pool" / "manifest.jsonl").exists()
+    # a second run reuses the cached generator
+    r2 = _cli("run", "--config", "configs/smoke.yaml", f"generator.cache_dir={tmp_path}/cache",
+              f"run.out_dir={tmp_path}/runs", "run.progress=false", "run.methods=static", "practice.iterations=20")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "(cache:" in r2.stdout
+
+
+def test_config_errors_exit_2_with_the_key():
+    r = _cli("run", "practice.patiense=3")
+    assert r.returncode == 2 and "unknown config key 'practice.patiense'" in r.stderr
+    r = _cli("config", "--config", "configs/smoke.yaml", "practice.iterations=7")
+    assert r.returncode == 0 and "iterations: 7" in r.stdout
+
+
+def test_bad_data_root_is_one_clear_error(tmp_path):
+    r = _cli("run", f"data.root={tmp_path}/nothing", f"run.out_dir={tmp_path}/runs")
+    assert r.returncode == 1
+    assert "data folder not found" in r.stderr and "Traceback" not in r.stderr
