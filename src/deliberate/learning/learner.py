@@ -12,6 +12,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 
+from .. import distributed
+from ..config import ConfigError
 from ..generation.base import autocast
 from .models import build_model
 from .schedule import WarmupStableDecay
@@ -22,17 +24,24 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1)
 
 
-def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flip, per sample."""
+def augment_params(n: int, g: torch.Generator, pad: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample shifts (dx, dy) and flips for ``n`` samples, drawn from ``g`` in this order."""
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    return dx, dy, torch.rand(n, generator=g) < 0.5
+
+
+def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flip, per sample; ``params``
+    (from :func:`augment_params`) are drawn from ``g`` when not given."""
     b, _, h, w = x.shape
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dx, dy, flip = augment_params(b, g, pad) if params is None else params
     rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
     cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
     out = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
              rows[:, None, :, None], cols[:, None, None, :]]
-    flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+    flip = flip.to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
@@ -46,6 +55,10 @@ class Learner:
         self.model = build_model(cfg.model, num_classes, in_chans, cfg.img_size, cfg.pretrained_path).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Several processes (distributed.py): DDP for training; the global batch is cut into `chunks` micro-batches.
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.chunks = global_chunks(cfg.batch_size, cfg.micro_batch_size, self.world)
+        self.train_model = distributed.wrap_ddp(self.model, self.device)
         groups = param_groups_weight_decay(self.model, cfg.weight_decay)
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
         self.schedule = WarmupStableDecay(total_iterations, cfg.warmup_frac, cfg.decay_frac)
@@ -60,30 +73,51 @@ class Learner:
         self.iteration = 0
 
     # --------------------------------------------------------------------------------------------- training
+    def local_indices(self, idx: torch.Tensor) -> torch.Tensor:
+        """This process's share of a global mini-batch ``idx`` (pool indices): the global batch is cut into G chunks
+        ``idx[c::G]`` of ``micro_batch_size``; rank r takes chunks r, r+W, … (W processes). The identity for one
+        process without micro-batches."""
+        if self.chunks == 1:
+            return idx
+        return torch.cat([idx[c::self.chunks] for c in range(self.rank, self.chunks, self.world)])
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """One optimisation step on a uint8 batch; the LR follows the schedule at the current iteration."""
+        """One optimisation step on a uint8 batch (this process's share, :meth:`local_indices`, of the global
+        batch); the LR follows the schedule at the current iteration. Micro-batch gradients are averaged (and, under
+        DDP, across processes), so a step sees the same data and the same augmentation draws for any W dividing
+        the number of chunks (mixup/cutmix excepted: timm draws them per call). Returns the global mean loss."""
         lr = self.cfg.lr * self.schedule.factor(self.iteration)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        x = to_float(images).to(self.device, non_blocking=True)
-        y = labels.to(self.device, non_blocking=True)
-        if self.cfg.augment:
-            x = augment(x, self.rng)
-        if self.mixup is not None:
-            x, y = self.mixup(x, y)
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        self.model.train()
-        with autocast(self.device, self.cfg.bf16):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
+        w, r = self.world, self.rank
+        n = self.chunks // w if len(labels) * w == self.cfg.batch_size else 1  # micro-batches on this process
+        m = -(-len(labels) // n)
+        params = augment_params(len(labels) * w, self.rng) if self.cfg.augment else None  # for the global batch
+        self.train_model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for k in range(n):
+            c = r + k * w  # global chunk id: positions c::(n·w) of the global batch
+            x = to_float(images[k * m:(k + 1) * m]).to(self.device, non_blocking=True)
+            y = labels[k * m:(k + 1) * m].to(self.device, non_blocking=True)
+            if params is not None:
+                x = augment(x, self.rng, params=tuple(p[c::n * w] for p in params))
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            sync = k == n - 1 or self.train_model is self.model
+            with contextlib.nullcontext() if sync else self.train_model.no_sync():
+                with autocast(self.device, self.cfg.bf16):
+                    logits = self.train_model(x)
+                loss = self.loss_fn(logits.float(), y)
+                (loss / n if n > 1 else loss).backward()
+            total += loss.item() / n
         self.opt.step()
         if self.ema is not None:
             self.ema.update(self.model, step=self.iteration)
         self.iteration += 1
-        return loss.item()
+        return total if w == 1 else distributed.all_sum([total]).item() / w
 
     @property
     def eval_model(self) -> nn.Module:
@@ -120,7 +154,10 @@ class Learner:
         return torch.cat(out) if out else torch.zeros(0, self.num_classes)
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        return (self.predict(images).argmax(-1) == labels).float().mean().item()
+        """Top-1 accuracy. With several processes each holds a share of the split: the counts are summed."""
+        counts = [float((self.predict(images).argmax(-1) == labels).sum()), float(len(labels))]
+        correct, total = distributed.all_sum(counts).tolist() if self.world > 1 else counts
+        return correct / total if total else float("nan")
 
     # -------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -134,3 +171,14 @@ class Learner:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.rng.set_state(state["rng"])
+
+
+def global_chunks(batch_size: int, micro_batch_size: int, world: int) -> int:
+    """Number G of chunks of a global batch: batch / micro_batch_size, or one per process; W must divide G."""
+    g = batch_size // micro_batch_size if micro_batch_size else world
+    if (micro_batch_size and batch_size % micro_batch_size) or batch_size % world or g % world:
+        raise ConfigError(f"learner.batch_size={batch_size} with learner.micro_batch_size={micro_batch_size} cannot be "
+                          f"split evenly over {world} processes (need batch_size / micro_batch_size to be a multiple of "
+                          f"the number of processes)")
+    return g
+
