@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see deliberate/__init__.py; must precede `import torch`
 
-from deliberate.config import load_config
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from deliberate.config import load_config  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

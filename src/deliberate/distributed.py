@@ -186,7 +186,9 @@ def open_pool(root, **kw) -> Pool:
     """:class:`Pool` on rank 0; after it, a :class:`ReplicaPool` of the same directory on the other ranks."""
     pool = Pool(root, **kw) if is_main() else None
     barrier()
-    return pool if pool is not None else ReplicaPool(root, **kw)
+    pool = pool if pool is not None else ReplicaPool(root, **kw)
+    barrier()  # no rank writes to the directory while another is still reading it
+    return pool
 
 
 def checkpointer(*args, **kw):
