@@ -24,14 +24,6 @@ WNIDS = ["n01440764", "n01443537", "n01484850"]
 NAMES = ["tench", "goldfish", "shark"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_images(root: Path, folders: dict[str, int], seed: int) -> Path:
     """``folders``: class folder name → number of PNGs (non-square, random colours, so resizing and cropping act)."""
     rng = np.random.default_rng(seed)

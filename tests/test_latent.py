@@ -81,15 +81,6 @@ class ColourClassifier(torch.nn.Module):
         return self.k * (x.mean((2, 3)) @ self.w.T)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is ~100x faster than two on a busy 2-core machine (no spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sd_dir(tmp_path_factory) -> Path:
     return write_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd")

@@ -34,6 +34,14 @@ def per_sample_noise(seeds: Sequence[int], shape: tuple[int, ...], device, dtype
     return x, gens
 
 
+def check_request(labels: torch.Tensor, seeds: Sequence[int], num_classes: int) -> None:
+    """One label and one seed per sample, labels in range: the contract of :meth:`Generator.sample`."""
+    if len(labels) != len(seeds):
+        raise ValueError(f"{len(labels)} labels but {len(seeds)} seeds")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float → uint8 [0, 255]."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

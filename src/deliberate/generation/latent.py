@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..registry import GENERATORS
-from .base import SampleOutput, per_sample_noise, to_uint8
+from .base import SampleOutput, check_request, per_sample_noise, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 from .pixel import GeneratorError
@@ -222,10 +222,7 @@ class LatentDiffusion:
                guide: Guide | None = None, eta: float = 0.0, batch_size: int = 16,
                progress: bool = False) -> SampleOutput:
         """Images (uint8) for ``labels``; sample i depends only on (label, ``seeds[i]``, ω, λ, steps, η)."""
-        if len(labels) != len(seeds):
-            raise ValueError(f"{len(labels)} labels but {len(seeds)} seeds")
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        check_request(labels, seeds, self.num_classes)
         guided = guide is not None and guide.omega > 0
         if guided and self.guided_batch_size:
             batch_size = min(batch_size, self.guided_batch_size)

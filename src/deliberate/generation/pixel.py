@@ -22,7 +22,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..registry import GENERATORS
-from .base import SampleOutput, autocast, per_sample_noise, to_uint8
+from .base import SampleOutput, autocast, check_request, per_sample_noise, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 
@@ -174,10 +174,7 @@ class PixelDiffusion:
                guide: Guide | None = None, eta: float = 0.0, batch_size: int = 256,
                progress: bool = False) -> SampleOutput:
         """Images (uint8) for ``labels``, sample i drawn from ``seeds[i]`` alone (see :func:`per_sample_noise`)."""
-        if len(labels) != len(seeds):
-            raise ValueError(f"{len(labels)} labels but {len(seeds)} seeds")
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        check_request(labels, seeds, self.num_classes)
         out, scores = [], []
         stats = {"guided_steps": 0, "nonfinite_grads": 0, "seconds": 0.0}
         t0 = time.perf_counter()

@@ -145,6 +145,7 @@ class Pool:
         if self._cat is None:
             if self._images:
                 self._cat = (torch.cat(self._images), torch.cat(self._labels))
+                self._images, self._labels = [self._cat[0]], [self._cat[1]]  # hold the pool once, not twice
             else:
                 self._cat = (torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
         return self._cat
