@@ -77,7 +77,7 @@ class SamplingConfig:
 @dataclass
 class GuidanceConfig:
     criterion: str = "entropy"  # registry name of the score whose gradient steers sampling
-    omega: float = 0.05  # ω in Eq. 7 (applied in the entropy-ascending direction)
+    omega: float = 0.5  # ω in Eq. 7 (entropy-ascending direction); default chosen on generated/validation data, README
     every: int = 1  # guide every k-th DDIM step
     window: tuple = (0.0, 1.0)  # guide only within this fraction of the trajectory (0 = first step)
     grad: Literal["unet", "x0"] = "unet"  # exact gradient through the UNet, or w.r.t. x̂0 only
@@ -108,13 +108,13 @@ class LearnerConfig:
 
 @dataclass
 class PracticeConfig:
-    iterations: int = 3000
-    eval_every: int = 100  # τ
-    initial_samples: int = 2000  # N
-    add_samples: int = 1000  # P
+    iterations: int = 2000
+    eval_every: int = 50  # τ
+    initial_samples: int = 1000  # N
+    add_samples: int = 500  # P
     patience: int = 2  # T_max
     patience_growth: int = 1  # incremental patience: T_max grows by this after each addition (0 = fixed)
-    max_samples: int = 10000  # sample budget; no addition may cross it
+    max_samples: int = 4000  # sample budget; no addition may cross it
     min_delta: float = 0.0  # an evaluation counts as an improvement when it beats the best by more than this
     oversample: int = 4  # prune: generate oversample × kept plain samples, keep the highest-entropy ones
     prune_scorer_iterations: int = 500  # prune: iterations of the scorer trained on the first N plain samples
