@@ -31,8 +31,9 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
         if guide is not None and guide.active(i, steps):
             a = acp[t].float()
             with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                eps = eps_fn(x_in, t)
+                x_in = x.detach().requires_grad_(guide.grad != "x0")
+                with torch.set_grad_enabled(guide.grad != "x0"):  # x0: ε is held fixed, no UNet graph is needed
+                    eps = eps_fn(x_in, t)
                 x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
                 if guide.grad == "x0":
                     x0 = x0.detach().requires_grad_(True)
