@@ -1,0 +1,99 @@
+"""Benchmark modes: what runs, at which sizes. Every number here is a setting, not a result.
+
+``full`` is sized for about 90 minutes and ``quick`` for about 10 on an idle 2-core CPU, from measured throughput
+(README.md); ``tiny`` exercises every stage in a couple of minutes with a small generator trained on the spot
+(meaningless numbers; for development and the slow test).
+
+Config overrides of ``base`` apply to every run. Data settings stay at the defaults so that the embedded default
+generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Mode:
+    name: str
+    base: list[str]  # config overrides for every run
+    steps_reference: int  # DDIM steps of the default
+    steps_candidates: list[int]  # fewer steps tried, kept when validation accuracy holds (smallest first)
+    steps_check_size: int  # static pool size of the steps check
+    static_sizes: list[int]
+    dp_base: dict  # the DP setting the ω and schedule sweeps run at: N, P, T (patience), growth, max
+    dp_settings: list[dict]  # DP settings spanning final pool sizes (the curve); the best on val is the key point
+    omegas: list[float]  # ω sweep (0 = dynamic-unguided)
+    schedules: dict[str, list[str]]  # guidance schedule sweep: name → guidance overrides ("every" = every step)
+    prune_ks: list[int]
+    prune_random_ks: list[int]
+    seeds: list[int]  # replicates of the key points (the first is the seed of every other run)
+    iter_factors_static: list[float]  # static at its largest size, iterations × factor (besides 1)
+    iter_factors_dp: list[float]  # the key DP setting, iterations × factor (besides 1)
+    reference_iterations: int  # reference classifier (label fidelity) on real data
+    ood_size: int  # test images per corruption (0 = the whole test split)
+    calib_images: int  # images per generation-cost measurement
+    calib_reps: int
+    seed_offset_stride: int = 1_000_000  # seed replicate s draws samples from seeds s·stride + i
+    generator: list[str] = field(default_factory=list)  # generator overrides (tiny: a small one trained here)
+
+
+SCHEDULES = {
+    "every": [],
+    "every3": ["guidance.every=3"],
+    "early": ["guidance.window=[0.0,0.5]"],
+    "late": ["guidance.window=[0.5,1.0]"],
+    "x0": ["guidance.grad=x0"],
+}
+
+
+def dp(n: int, p: int, t: int = 1, growth: int = 1, max_: int = 0, rounds: int = 6) -> dict:
+    return {"N": n, "P": p, "T": t, "growth": growth, "max": max_ or n + rounds * p}
+
+
+MODES = {
+    "full": Mode(
+        name="full",
+        base=["practice.iterations=2000", "practice.eval_every=50", "run.progress=false"],
+        steps_reference=25, steps_candidates=[10], steps_check_size=2000,
+        static_sizes=[500, 1000, 2000, 4000, 8000, 16000, 32000],
+        dp_base=dp(1000, 500),
+        dp_settings=[dp(500, 250), dp(1000, 500), dp(2000, 1000), dp(1000, 500, t=2)],
+        omegas=[0.0, 0.02, 0.05, 0.1, 0.2],
+        schedules=SCHEDULES,
+        prune_ks=[1, 2, 4, 8], prune_random_ks=[2, 4, 8],
+        seeds=[0, 1, 2],
+        iter_factors_static=[2.0, 4.0], iter_factors_dp=[0.5],
+        reference_iterations=2000, ood_size=0, calib_images=64, calib_reps=3,
+    ),
+    "quick": Mode(
+        name="quick",
+        base=["practice.iterations=600", "practice.eval_every=30", "run.progress=false"],
+        steps_reference=25, steps_candidates=[10], steps_check_size=500,
+        static_sizes=[250, 500, 1000, 2000, 4000],
+        dp_base=dp(500, 250, max_=1500),
+        dp_settings=[dp(250, 125, max_=750), dp(500, 250, max_=1500)],
+        omegas=[0.0, 0.05, 0.2],
+        schedules=SCHEDULES,
+        prune_ks=[1, 2, 4], prune_random_ks=[4],
+        seeds=[0, 1, 2],
+        iter_factors_static=[2.0], iter_factors_dp=[0.5],
+        reference_iterations=2000, ood_size=2000, calib_images=32, calib_reps=1,
+    ),
+    "tiny": Mode(
+        name="tiny",
+        base=["practice.iterations=60", "practice.eval_every=5", "learner.batch_size=32", "run.progress=false",
+              "learner.eval_batch_size=500", "sampling.batch_size=100", "sampling.shard_size=50",
+              "data.val_size=300", "data.gen_train_size=1500"],
+        steps_reference=5, steps_candidates=[3], steps_check_size=40,
+        static_sizes=[20, 40, 80, 160],
+        dp_base=dp(40, 20, max_=100),
+        dp_settings=[dp(20, 10, max_=60), dp(40, 20, max_=100)],
+        omegas=[0.0, 0.05, 0.5],
+        schedules={k: SCHEDULES[k] for k in ("every", "every3", "late", "x0")},
+        prune_ks=[1, 2, 4], prune_random_ks=[2],
+        seeds=[0, 1, 2],
+        iter_factors_static=[2.0], iter_factors_dp=[0.5],
+        reference_iterations=60, ood_size=200, calib_images=8, calib_reps=1,
+        generator=["generator.block_out_channels=[8,16]", "generator.train_steps=30", "generator.batch_size=32"],
+    ),
+}
