@@ -163,6 +163,11 @@ def test_prune_keeps_the_highest_entropy_candidates(tmp_path):
     kept2 = set(pool2.column("seeds").astype(int).tolist())
     assert len(kept2) == 30 and kept2 <= set(range(90)) and kept2 != top
     assert info2["seconds"]["scorer_training"] == 0.0
+    # k = 1 keeps every candidate (static on M) and trains no scorer
+    one = METHODS.build("prune", prune_cfg("practice.oversample=1"), budget=30)
+    pool3 = Pool(tmp_path / "pool3")
+    info3 = one.build_pool(pool3, prune_cfg("practice.oversample=1"), FakeGenerator())
+    assert pool3.column("seeds").astype(int).tolist() == list(range(30)) and info3["seconds"]["scorer_training"] == 0.0
 
 
 def test_prune_config_is_validated():
