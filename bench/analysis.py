@@ -180,8 +180,6 @@ def explain(H: dict, G: dict, runs: dict, choices: dict) -> dict[str, list[str]]
     why = defaultdict(list)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     st = sorted(points(runs, "static_samples"), key=lambda p: p["samples"]["mean"])
-    dp = sorted(points(runs, "dp_curve"), key=lambda p: p["samples"]["mean"])
-    dyn = {point_key(r).split("|", 1)[1]: r for r in runs.values() if r["method"] == "dynamic_unguided"}
     key = next(p for p in points(runs, "dp_key") if choices["dp_key"]["id"] in p["ids"])
     if st:
         lo, hi = st[0], st[-1]

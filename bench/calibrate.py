@@ -51,7 +51,7 @@ def _gen_fn(gen, n: int, steps: int, batch: int, guide=None):
     return lambda: gen.sample(labels, seeds, steps=steps, guide=guide, batch_size=batch)
 
 
-def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float) -> dict:
+def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float, learner_ov=()) -> dict:
     """Seconds per plain image, per guided image for each schedule (an untrained classifier of the learner's
     architecture guides: the cost does not depend on its weights), per training iteration, per validation image
     and per scored image."""
@@ -60,7 +60,7 @@ def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float)
     n = m.calib_images
     batch = min(n, bench.cfg0.sampling.batch_size)
     fns, per = {"plain": _gen_fn(gen, n, steps, batch)}, {"plain": n}
-    learner = _learner(bench)
+    learner = _learner(bench, learner_ov)
     with learner.frozen() as clf:
         for name, ov in schedules.items():
             g = build_guide(clf, bench.config(ov).guidance, omega=omega)
@@ -80,6 +80,18 @@ def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float)
            "guided_image": {k.split(":", 1)[1]: v for k, v in costs.items() if k.startswith("guided:")}}
     out["guided_ratio"] = {k: v / out["plain_image"] for k, v in out["guided_image"].items()}
     return out
+
+
+def learner_iteration_costs(bench, options: dict[str, list[str]]) -> dict[str, float]:
+    """Seconds per training iteration for each set of learner overrides (round robin, median)."""
+    x, y = bench.splits.val.images, bench.splits.val.labels
+    idx = torch.randint(0, len(y), (bench.cfg0.learner.batch_size,), generator=torch.Generator().manual_seed(0))
+    k = 10
+    fns = {}
+    for name, ov in options.items():
+        ln = _learner(bench, ov)
+        fns[name] = (lambda ln=ln: [ln.step(x[idx], y[idx]) for _ in range(k)])
+    return round_robin(fns, {n: k for n in fns}, max(3, bench.mode.calib_reps))
 
 
 def modelled_seconds(rec: dict, units: dict, schedule_of) -> dict:

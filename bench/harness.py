@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from deliberate.checkpoint import config_changes
 from deliberate.config import load_config
 from deliberate.data.splits import load_splits
 from deliberate.evaluation import label_fidelity, obtain_reference, ood_sets, round_stats
@@ -82,14 +83,19 @@ class Bench:
         """Train one run (or load its record); returns the record (validation numbers only)."""
         d = self.runs_dir / spec.id
         rec_file = d / "record.json"
+        cfg = self.config(spec.overrides)
         if rec_file.exists():
             rec = json.loads(rec_file.read_text())
-            rec["tags"] = sorted(set(rec.get("tags", [])) | set(spec.tags))
-            self.records[spec.id] = rec
-            return rec
+            # the id hashes the run's own overrides; the mode's base settings are checked here, so that a record
+            # made under other settings (a mode edited since, say) is run again rather than silently reused
+            changes = config_changes(rec["config"], cfg.to_dict()) if "config" in rec else ["(no config recorded)"]
+            if not changes:
+                rec["tags"] = sorted(set(rec.get("tags", [])) | set(spec.tags))
+                self.records[spec.id] = rec
+                return rec
+            self.log(f"  stale record {spec.id} ({'; '.join(changes)[:200]}): running it again")
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        cfg = self.config(spec.overrides)
         torch.manual_seed(cfg.run.seed)
         mspec = METHODS.build(spec.method, cfg, budget=spec.budget)
         learner = Learner(cfg.learner, self.splits.num_classes, self.gen.image_shape[0], cfg.practice.iterations,
@@ -127,6 +133,7 @@ class Bench:
             "round_stats": rounds,
             "label_fidelity": label_fidelity(self.reference, pool.images, pool.labels),
             "curve": [{"iteration": r["iteration"], "val_acc": r["val_acc"], "pool": r["pool"]} for r in stats],
+            "config": cfg.to_dict(),
         }
         if hasattr(mspec, "build_pool"):
             kept = pool.column("labels").astype(int)

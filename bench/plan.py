@@ -34,6 +34,9 @@ class Mode:
     calib_images: int  # images per generation-cost measurement
     calib_reps: int
     seed_offset_stride: int = 1_000_000  # seed replicate s draws samples from seeds s·stride + i
+    steps_check_seeds: list = field(default_factory=lambda: [0])  # learner seeds the steps check averages over
+    learner_candidates: list = field(default_factory=list)  # faster learner settings, kept if validation holds
+    prune_seeds: bool = True  # replicate prune at its middle k over the seeds (k·M fresh samples each)
     generator: list[str] = field(default_factory=list)  # generator overrides (tiny: a small one trained here)
 
 
@@ -53,31 +56,31 @@ def dp(n: int, p: int, t: int = 1, growth: int = 1, max_: int = 0, rounds: int =
 MODES = {
     "full": Mode(
         name="full",
-        base=["practice.iterations=2000", "practice.eval_every=50", "run.progress=false"],
-        steps_reference=25, steps_candidates=[10, 15], steps_check_size=2000,
-        static_sizes=[500, 1000, 2000, 4000, 8000, 16000, 32000],
-        dp_base=dp(1000, 500),
-        dp_settings=[dp(500, 250), dp(1000, 500), dp(2000, 1000), dp(1000, 500, t=2)],
-        omegas=[0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0],
-        schedules=SCHEDULES,
-        prune_ks=[1, 2, 4, 8], prune_random_ks=[2, 4, 8],
-        seeds=[0, 1, 2],
-        iter_factors_static=[2.0, 4.0], iter_factors_dp=[0.5],
-        reference_iterations=2000, ood_size=0, calib_images=64, calib_reps=3,
-    ),
-    "quick": Mode(
-        name="quick",
         base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false"],
-        steps_reference=25, steps_candidates=[15], steps_check_size=400,
+        steps_reference=25, steps_candidates=[15], steps_check_size=400, steps_check_seeds=[0, 1],
         static_sizes=[200, 400, 800, 1600, 3200],
         dp_base=dp(400, 200, max_=1000),
         dp_settings=[dp(200, 100, max_=500), dp(400, 200, max_=1000)],
         omegas=[0.0, 0.05, 0.5, 2.0],
         schedules=SCHEDULES,
-        prune_ks=[1, 2, 4], prune_random_ks=[4],
+        prune_ks=[1, 2, 4, 8], prune_random_ks=[4, 8],
         seeds=[0, 1, 2], seed_offset_stride=0,
         iter_factors_static=[2.0], iter_factors_dp=[0.5],
         reference_iterations=2000, ood_size=2000, calib_images=16, calib_reps=3,
+    ),
+    "quick": Mode(
+        name="quick",
+        base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false"],
+        steps_reference=25, steps_candidates=[15], steps_check_size=400,
+        static_sizes=[200, 800, 3200],
+        dp_base=dp(400, 200, max_=1000),
+        dp_settings=[dp(400, 200, max_=1000)],
+        omegas=[0.0, 2.0],
+        schedules={k: SCHEDULES[k] for k in ("every", "late")},
+        prune_ks=[1, 4], prune_random_ks=[4], prune_seeds=False,
+        seeds=[0], seed_offset_stride=0,
+        iter_factors_static=[2.0], iter_factors_dp=[0.5],
+        reference_iterations=2000, ood_size=1000, calib_images=16, calib_reps=2,
     ),
     "tiny": Mode(
         name="tiny",
@@ -95,5 +98,6 @@ MODES = {
         iter_factors_static=[2.0], iter_factors_dp=[0.5],
         reference_iterations=60, ood_size=200, calib_images=8, calib_reps=1,
         generator=["generator.block_out_channels=[8,16]", "generator.train_steps=30", "generator.batch_size=32"],
+        learner_candidates=[["learner.bf16=true", "learner.channels_last=true"]],
     ),
 }

@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from plan import MODES  # noqa: E402
@@ -53,10 +54,11 @@ class Plan:
         self.steps = mode.steps_reference
         self.omega = None
         self.schedule = "every"
+        self.learner: list[str] = []
 
     def common(self, seed: int = 0, steps: int | None = None) -> list[str]:
         return [f"sampling.steps={steps or self.steps}", f"run.seed={seed}",
-                f"sampling.seed_offset={seed * self.m.seed_offset_stride}"]
+                f"sampling.seed_offset={seed * self.m.seed_offset_stride}"] + self.learner
 
     @staticmethod
     def dp_ov(s: dict) -> list[str]:
@@ -93,7 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the ~10-minute mode (smaller ladders, fewer iterations)")
     ap.add_argument("--mode", choices=sorted(MODES), help="full (default), quick, or tiny (a development check "
                     "with a small generator trained on the spot)")
-    ap.add_argument("--out", default=str(HERE / "results"), help="where latest.json, plots and results.md go")
+    ap.add_argument("--out", default="", help="where latest.json, plots and results.md go (default: bench/results for "
+                    "the full mode, bench/results/<mode> for the others)")
+    ap.add_argument("--no-readme", action="store_true", help="full mode: do not refresh the results table in README.md")
     ap.add_argument("--work", default="", help="run records and models (default: bench/work/<mode>)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work) if args.work else HERE / "work" / mode_name
-    out = Path(args.out)
+    out = Path(args.out) if args.out else HERE / "results" if mode_name == "full" else HERE / "results" / mode_name
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     stage_t = {}
@@ -118,9 +122,9 @@ def main(argv=None) -> int:
 
     from analysis import enrich, explain, goals, headline, points
     from deliberate.evaluation import CORRUPTIONS
-    from calibrate import speed_knobs, unit_costs
+    from calibrate import learner_iteration_costs, speed_knobs, unit_costs
     from harness import Bench
-    from report import write_outputs
+    from report import update_readme, write_outputs
 
     t = time.perf_counter()
     bench = Bench(mode, work, args.device, args.progress, log, args.overrides)
@@ -134,19 +138,43 @@ def main(argv=None) -> int:
     # 0. DDIM steps.
     t = time.perf_counter()
     log("stage 0: DDIM steps check")
-    ref = bench.run(plan.static(mode.steps_check_size, steps=mode.steps_reference, tags=("steps_check",)))
-    cands = {mode.steps_reference: ref}
+    seeds = mode.steps_check_seeds
+
+    def check(steps: int) -> dict:  # static at the check size, averaged over the check's learner seeds
+        rs = [bench.run(plan.static(mode.steps_check_size, seed=sd, steps=steps, tags=("steps_check",)))
+              for sd in seeds]
+        return {k: float(np.mean([r[k] for r in rs])) for k in ("val_acc", "label_fidelity")} | {"runs": rs}
+
+    cands = {mode.steps_reference: check(mode.steps_reference)}
     for s in mode.steps_candidates:
-        cands[s] = bench.run(plan.static(mode.steps_check_size, steps=s, tags=("steps_check",)))
-    tol = se(ref["val_acc"], n_val)
+        cands[s] = check(s)
+    ref = cands[mode.steps_reference]
+    tol = se(ref["val_acc"], n_val) / math.sqrt(len(seeds))
     ok = [s for s, r in cands.items() if r["val_acc"] >= ref["val_acc"] - tol]
     plan.steps = min(ok)
-    choices["steps"] = {"chosen": plan.steps, "tolerance": round(tol, 4),
+    choices["steps"] = {"chosen": plan.steps, "tolerance": round(tol, 4), "seeds": list(seeds),
                         "val_acc": {str(s): r["val_acc"] for s, r in cands.items()},
                         "label_fidelity": {str(s): r["label_fidelity"] for s, r in cands.items()},
-                        "rule": "fewest DDIM steps whose static validation accuracy is within one binomial SE of "
-                                f"{mode.steps_reference} steps"}
+                        "rule": "fewest DDIM steps whose static validation accuracy (mean over "
+                                f"{len(seeds)} learner seed{'s' if len(seeds) > 1 else ''}) is within one standard "
+                                f"error of {mode.steps_reference} steps'"}
     log(f"  steps → {plan.steps}")
+    if mode.learner_candidates:  # faster learner settings (bf16 autocast, channels-last), kept if validation holds
+        base = cands[plan.steps]["runs"][0]
+        opts = {"default": (base, [])}
+        for ov in mode.learner_candidates:
+            opts[",".join(ov)] = (bench.run(plan.static(mode.steps_check_size, tags=("learner_check",), extra=ov)), ov)
+        its = learner_iteration_costs(bench, {k: ov for k, (_, ov) in opts.items()})
+        tol = se(base["val_acc"], n_val)
+        ok = [k for k, (r, _) in opts.items() if r["val_acc"] >= base["val_acc"] - tol]
+        pick = min(ok, key=lambda k: its[k])
+        plan.learner = list(opts[pick][1])
+        choices["learner"] = {"chosen": pick, "overrides": plan.learner, "tolerance": round(tol, 4),
+                              "val_acc": {k: r["val_acc"] for k, (r, _) in opts.items()},
+                              "ms_per_iteration": {k: round(v * 1e3, 2) for k, v in its.items()},
+                              "rule": "fastest learner setting whose static validation accuracy is within one "
+                                      "binomial SE of the default's"}
+        log(f"  learner → {pick}")
     stage_t["0 steps check"] = time.perf_counter() - t
 
     # 1. Unit costs and speed knobs.
@@ -155,8 +183,10 @@ def main(argv=None) -> int:
     omega_probe = max(o for o in mode.omegas)
     units_file = work / "units.json"  # kept, so that a resumed benchmark makes the same cost-based choices
     units = json.loads(units_file.read_text()) if units_file.exists() and not args.recalibrate else None
-    if units is None or units["steps"] != plan.steps or set(units["guided_image"]) != set(mode.schedules):
-        units = unit_costs(bench, plan.steps, mode.schedules, omega_probe)
+    if units is None or units["steps"] != plan.steps or set(units["guided_image"]) != set(mode.schedules) \
+            or units.get("learner", []) != plan.learner:
+        units = unit_costs(bench, plan.steps, mode.schedules, omega_probe, plan.learner)
+        units["learner"] = plan.learner
         units_file.write_text(json.dumps(units, indent=1))
     log("  plain %.1f ms/img, iteration %.1f ms; guided/plain: %s" % (
         units["plain_image"] * 1e3, units["iteration"] * 1e3,
@@ -222,7 +252,7 @@ def main(argv=None) -> int:
         bench.run(plan.static(m_kept, seed=seed, tags=("static_matched", "static_samples")))
     mid_k = max(k for k in mode.prune_ks if k <= 4)
     for k in mode.prune_ks:
-        for seed in (mode.seeds if k == mid_k else mode.seeds[:1]):
+        for seed in (mode.seeds if k == mid_k and mode.prune_seeds else mode.seeds[:1]):
             if k == 1:  # keeping all of M candidates is static on M: the same run (its point on the prune curve)
                 bench.run(plan.static(m_kept, seed=seed, tags=("static_matched", "static_samples", "prune_curve")))
             else:
@@ -290,6 +320,8 @@ def main(argv=None) -> int:
         "machine": {"threads": torch.get_num_threads(), "device": str(bench.device), "torch": torch.__version__},
     }
     write_outputs(result, out)
+    if mode_name == "full" and not args.no_readme:
+        update_readme(HERE.parent / "README.md", result, out)
     log(f"done in {total:.0f}s → {out / 'latest.json'}")
     for k in ("samples_ratio", "iterations_ratio", "prune_compute_ratio", "guidance_cost_ratio"):
         g = G[k]

@@ -230,3 +230,36 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert isinstance(res["headline"][k], float) and res["goals"][k]["status"] in ("met", "not met", "undetermined")
     assert len(res["test_reads"]) == 1
     assert (tmp_path / "out" / "results.md").exists() and (tmp_path / "out" / "acc_vs_samples.png").exists()
+
+
+def _fake_result():
+    stat = {"mean": 0.7, "std": 0.01, "n": 3}
+    pt = {"method": "dp", "setting": {"practice.initial_samples": "200"}, "ids": ["dp-1"], "test_acc": stat,
+          "samples": {"mean": 500}, "generated": {"mean": 500}, "iterations": {"mean": 400},
+          "label_fidelity": {"mean": 0.61}}
+    goals = {k: {"value": 1.5, "bound": ">=", "goal": ">= 4", "status": "not met"}
+             for k in ("samples_ratio", "iterations_ratio", "prune_compute_ratio", "guidance_cost_ratio")}
+    return {"command": "python bench/run.py", "mode": "full", "machine": {"threads": 2, "device": "cpu"},
+            "goals": goals, "points": {"dp_key": [pt]}}
+
+
+def test_readme_table_replaces_only_its_block(tmp_path):
+    from report import README_BEGIN, README_END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nintro\n")
+    update_readme(readme, _fake_result(), tmp_path / "bench" / "results")
+    first = readme.read_text()
+    assert first.startswith("# title\n\nintro\n") and first.count(README_BEGIN) == 1
+    assert "| samples_ratio | ≥ 1.50× | >= 4 | not met |" in first
+    assert "| dp | N=200 | 3 | 500 | 500 | 400 | 70.00 ± 1.00 | 61.00 |" in first
+    assert "(bench/results/results.md)" in first
+    # a second refresh with other numbers replaces the block and keeps the text around it
+    readme.write_text(first + "\n## after\n")
+    res = _fake_result()
+    res["goals"]["samples_ratio"] |= {"value": 5.0, "bound": "=", "status": "met"}
+    update_readme(readme, res, tmp_path / "bench" / "results")
+    second = readme.read_text()
+    assert second.count(README_BEGIN) == 1 and second.count(README_END) == 1
+    assert "| samples_ratio | 5.00× | >= 4 | met |" in second and "≥ 1.50× | >= 4 | not met |\n| iterations" not in second
+    assert second.endswith("\n## after\n") and second.startswith("# title\n\nintro\n")
