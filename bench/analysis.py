@@ -175,6 +175,11 @@ def goals(H: dict, runs: dict, choices: dict, val_size: int, test_size: int) -> 
     return out
 
 
+def _pm(p: dict) -> str:
+    """' ± std' over seeds, or nothing for a single seed."""
+    return f" ± {100 * p['test_acc']['std']:.1f}" if p["test_acc"]["n"] > 1 and p["test_acc"]["std"] is not None else ""
+
+
 def explain(H: dict, G: dict, runs: dict, choices: dict) -> dict[str, list[str]]:
     """Facts that say why a goal is or is not met, computed from the results."""
     why = defaultdict(list)
@@ -188,13 +193,13 @@ def explain(H: dict, G: dict, runs: dict, choices: dict) -> dict[str, list[str]]
             f"{pct(hi['test_acc']['mean'])} at {hi['samples']['mean']:.0f}; best "
             f"{pct(max(p['test_acc']['mean'] for p in st))}")
     why["samples_ratio"].append(
-        f"DP key point ({choices['dp_key']['label']}, chosen on validation): {pct(key['test_acc']['mean'])} ± "
-        f"{100 * (key['test_acc']['std'] or 0):.1f} with {key['samples']['mean']:.0f} samples (n={key['test_acc']['n']})")
+        f"DP key point ({choices['dp_key']['label']}, chosen on validation): {pct(key['test_acc']['mean'])}"
+        f"{_pm(key)} with {key['samples']['mean']:.0f} samples (n={key['test_acc']['n']})")
     dk = [p for p in points(runs, "dynamic_key")]
     if dk:
         d = dk[0]
         why["samples_ratio"].append(
-            f"dynamic-unguided at the same setting: {pct(d['test_acc']['mean'])} ± {100 * (d['test_acc']['std'] or 0):.1f} "
+            f"dynamic-unguided at the same setting: {pct(d['test_acc']['mean'])}{_pm(d)} "
             f"with {d['samples']['mean']:.0f} samples: guidance adds "
             f"{100 * (key['test_acc']['mean'] - d['test_acc']['mean']):+.1f} points over adding plain data when stuck")
     g_fid = [rs["label_fidelity"] for r in runs.values() if r["method"] == "dp" and "dp_key" in r["tags"]
@@ -210,9 +215,13 @@ def explain(H: dict, G: dict, runs: dict, choices: dict) -> dict[str, list[str]]
         s0 = sm[0]
         diff = key["test_acc"]["mean"] - s0["test_acc"]["mean"]
         spread = max(key["test_acc"]["std"] or 0, s0["test_acc"]["std"] or 0)
+        one = min(key["test_acc"]["n"], s0["test_acc"]["n"]) < 2
+        verdict = ("is " + ("above" if diff > 0 else "below")) if one else \
+            ("beats" if diff > spread else "trails" if diff < -spread else "ties (within the seed spread)")
         why["samples_ratio"].append(
-            f"at the same pool size ({s0['samples']['mean']:.0f}) DP {'beats' if diff > spread else 'trails' if diff < -spread else 'ties (within the seed spread)'} "
-            f"static trained on all samples from the start: {100 * diff:+.1f} points (seed std up to {100 * spread:.1f})")
+            f"at the same pool size ({s0['samples']['mean']:.0f}) DP {verdict} static trained on all samples from the "
+            f"start: {100 * diff:+.1f} points " + ("(one seed: no spread measured)" if one else
+                                                   f"(seed std up to {100 * spread:.1f})"))
     if st and len(st) >= 3:
         accs = [p["test_acc"]["mean"] for p in st]
         ib = int(np.argmax(accs))

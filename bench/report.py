@@ -214,6 +214,10 @@ def results_md(res: dict, plots: list[str]) -> str:
                      f"{_pct(p['val_acc']['mean'])} | {_pct(p['test_acc']['mean'], p['test_acc']['std'])} | "
                      f"{_pct(p['label_fidelity']['mean'])} | {p['compute_seconds']['mean']:.0f} | {_split(res, p)} |")
     ref = res["reference_classifier"]
+    L += ["", "Compute (modelled) = the run's counts × this invocation's unit costs: the basis of every compute "
+          "comparison. Measured generation seconds are charged from the sample cache, i.e. as measured when each "
+          "sample was first generated — possibly by an earlier invocation on a differently loaded machine — so they "
+          "are shown for reference only."]
     L += ["", f"Real-data reference classifier ({ref['model']}, {ref['iterations']} iterations on the real generator "
           f"split; used only for label fidelity): val {_pct(ref['val_acc'])}, test {_pct(ref['test_acc'])}.", "",
           "## Out-of-distribution (corrupted test copies)", "",
@@ -341,7 +345,7 @@ def update_readme(readme: Path, res: dict, out: Path) -> None:
     tmp.replace(readme)
 
 
-if __name__ == "__main__":  # re-render results.md, the plots and the README table from a latest.json
+if __name__ == "__main__":  # re-render the explanations, results.md, the plots and the README table from a latest.json
     import argparse
 
     ap = argparse.ArgumentParser(description="Regenerate the benchmark's outputs from a results file.")
@@ -350,6 +354,12 @@ if __name__ == "__main__":  # re-render results.md, the plots and the README tab
     a = ap.parse_args()
     src = Path(a.results)
     res = json.loads(src.read_text())
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from analysis import explain
+
+    res["why"] = explain(res["headline"], res["goals"], res["runs"], res["choices"])  # its wording may have changed
     write_outputs(res, src.parent)
     if a.readme:
         update_readme(Path(a.readme), res, src.parent)
