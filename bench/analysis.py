@@ -85,6 +85,17 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
 
+def _equal_accuracy(static_pts: list, dp_pts: list, axis: str, dp_acc: float, dp_x: float):
+    """Static's ``axis`` needed to reach DP's accuracy ÷ DP's, and the same read at the best static point (best static
+    x ÷ DP's x needed on the DP curve). Returns (ratio, ratio at best, static reach, DP reach, best acc, best x)."""
+    sx, sy = curve(static_pts, axis)
+    dx, dy = curve(dp_pts, axis)
+    need = x_to_reach(dp_acc, sx, sy)
+    best_i = int(np.argmax(sy))
+    need_dp = x_to_reach(sy[best_i], dx, dy)
+    return ratio(need, dp_x), ratio(sx[best_i], need_dp), need, need_dp, sy[best_i], sx[best_i]
+
+
 def headline(runs: dict, choices: dict, units: dict, schedules: dict) -> tuple[dict, list[str]]:
     notes: list[str] = []
     key_id = choices["dp_key"]["id"]
@@ -93,17 +104,9 @@ def headline(runs: dict, choices: dict, units: dict, schedules: dict) -> tuple[d
     dp_comp = key_pt["compute_seconds"]["mean"]
     H = {}
 
-    # (a) samples
+    # (a) samples, (b) iterations: the same equal-accuracy reading on two axes
     st = points(runs, "static_samples")
-    sx, sy = curve(st, "samples")
-    dpp = points(runs, "dp_curve")
-    dx, dy = curve(dpp, "samples")
-    need = x_to_reach(dp_acc, sx, sy)
-    a = ratio(need, dp_n)
-    best_i = int(np.argmax(sy))
-    best_acc, best_n = sy[best_i], sx[best_i]
-    need_dp = x_to_reach(best_acc, dx, dy)
-    a_best = ratio(best_n, need_dp)
+    a, a_best, need, need_dp, best_acc, best_n = _equal_accuracy(st, points(runs, "dp_curve"), "samples", dp_acc, dp_n)
     H["samples_ratio"] = a["value"]
     H["samples_ratio_detail"] = {
         "bound": a["bound"], "dp_test_acc": dp_acc, "dp_samples": dp_n,
@@ -111,22 +114,15 @@ def headline(runs: dict, choices: dict, units: dict, schedules: dict) -> tuple[d
         "at_best_static": {"ratio": a_best["value"], "bound": a_best["bound"], "best_static_test_acc": best_acc,
                            "best_static_samples": best_n, "dp_samples_needed": reach_dict(need_dp)}}
 
-    # (b) iterations
     si = points(runs, "static_iters")
-    ix, iy = curve(si, "iterations")
-    di = points(runs, "dp_iters")
-    jx, jy = curve(di, "iterations")
-    need_it = x_to_reach(dp_acc, ix, iy)
-    b = ratio(need_it, dp_it)
-    bi = int(np.argmax(iy))
-    need_dp_it = x_to_reach(iy[bi], jx, jy)
-    b_best = ratio(ix[bi], need_dp_it)
+    b, b_best, need_it, need_dp_it, best_acc_it, best_it = _equal_accuracy(si, points(runs, "dp_iters"), "iterations",
+                                                                           dp_acc, dp_it)
     H["iterations_ratio"] = b["value"]
     H["iterations_ratio_detail"] = {
         "bound": b["bound"], "dp_test_acc": dp_acc, "dp_iterations": dp_it,
         "static_pool": si[0]["budget"] if si else None, "static_iterations_needed": reach_dict(need_it),
-        "at_best_static": {"ratio": b_best["value"], "bound": b_best["bound"], "best_static_test_acc": iy[bi],
-                           "best_static_iterations": ix[bi], "dp_iterations_needed": reach_dict(need_dp_it)}}
+        "at_best_static": {"ratio": b_best["value"], "bound": b_best["bound"], "best_static_test_acc": best_acc_it,
+                           "best_static_iterations": best_it, "dp_iterations_needed": reach_dict(need_dp_it)}}
 
     # (c) compute against oversample-then-prune
     pp = points(runs, "prune_curve")

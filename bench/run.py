@@ -41,6 +41,11 @@ TAGS = ("static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key
         "prune_curve", "prune_random", "static_iters", "dp_iters", "omega_sweep", "schedule_sweep", "steps_check")
 
 
+def holding(accs: dict, ref: float, tol: float) -> list:
+    """Keys whose validation accuracy is within ``tol`` of ``ref`` (the options a speed choice may pick from)."""
+    return [k for k, v in accs.items() if v >= ref - tol]
+
+
 def se(p: float, n: int) -> float:
     """Binomial standard error of an accuracy ``p`` measured on ``n`` images."""
     return math.sqrt(max(p * (1 - p), 1e-6) / n)
@@ -150,8 +155,7 @@ def main(argv=None) -> int:
         cands[s] = check(s)
     ref = cands[mode.steps_reference]
     tol = se(ref["val_acc"], n_val) / math.sqrt(len(seeds))
-    ok = [s for s, r in cands.items() if r["val_acc"] >= ref["val_acc"] - tol]
-    plan.steps = min(ok)
+    plan.steps = min(holding({s: r["val_acc"] for s, r in cands.items()}, ref["val_acc"], tol))
     choices["steps"] = {"chosen": plan.steps, "tolerance": round(tol, 4), "seeds": list(seeds),
                         "val_acc": {str(s): r["val_acc"] for s, r in cands.items()},
                         "label_fidelity": {str(s): r["label_fidelity"] for s, r in cands.items()},
@@ -166,8 +170,7 @@ def main(argv=None) -> int:
             opts[",".join(ov)] = (bench.run(plan.static(mode.steps_check_size, tags=("learner_check",), extra=ov)), ov)
         its = learner_iteration_costs(bench, {k: ov for k, (_, ov) in opts.items()})
         tol = se(base["val_acc"], n_val)
-        ok = [k for k, (r, _) in opts.items() if r["val_acc"] >= base["val_acc"] - tol]
-        pick = min(ok, key=lambda k: its[k])
+        pick = min(holding({k: r["val_acc"] for k, (r, _) in opts.items()}, base["val_acc"], tol), key=its.get)
         plan.learner = list(opts[pick][1])
         choices["learner"] = {"chosen": pick, "overrides": plan.learner, "tolerance": round(tol, 4),
                               "val_acc": {k: r["val_acc"] for k, (r, _) in opts.items()},
@@ -210,8 +213,8 @@ def main(argv=None) -> int:
     log("stage 3: guidance schedule sweep")
     sched = {name: bench.run(plan.dp(mode.dp_base, schedule=name, tags=("schedule_sweep",))) for name in mode.schedules}
     tol = se(sched["every"]["val_acc"], n_val)
-    ok = [n for n, r in sched.items() if r["val_acc"] >= sched["every"]["val_acc"] - tol]
-    plan.schedule = min(ok, key=lambda n: units["guided_ratio"][n])
+    plan.schedule = min(holding({n: r["val_acc"] for n, r in sched.items()}, sched["every"]["val_acc"], tol),
+                        key=units["guided_ratio"].get)
     choices["schedule"] = {"name": plan.schedule, "overrides": mode.schedules[plan.schedule], "tolerance": round(tol, 4),
                            "val_acc": {n: r["val_acc"] for n, r in sched.items()},
                            "rule": "cheapest schedule (unit costs) whose validation accuracy is within one binomial "
