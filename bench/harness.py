@@ -23,6 +23,7 @@ from deliberate.checkpoint import config_changes
 from deliberate.config import load_config
 from deliberate.data.splits import load_splits
 from deliberate.evaluation import label_fidelity, obtain_reference, ood_sets, round_stats
+from deliberate.generation.ddim import SAMPLER_VERSION
 from deliberate.job import obtain_generator, resolve_device
 from deliberate.learning.learner import Learner
 from deliberate.practice.loop import practice
@@ -89,6 +90,8 @@ class Bench:
             # the id hashes the run's own overrides; the mode's base settings are checked here, so that a record
             # made under other settings (a mode edited since, say) is run again rather than silently reused
             changes = config_changes(rec["config"], cfg.to_dict()) if "config" in rec else ["(no config recorded)"]
+            if rec.get("sampler") != SAMPLER_VERSION:  # samples made by another sampler: never reused
+                changes.append(f"sampler version {rec.get('sampler')} → {SAMPLER_VERSION}")
             if not changes:
                 rec["tags"] = sorted(set(rec.get("tags", [])) | set(spec.tags))
                 self.records[spec.id] = rec
@@ -134,6 +137,7 @@ class Bench:
             "label_fidelity": label_fidelity(self.reference, pool.images, pool.labels),
             "curve": [{"iteration": r["iteration"], "val_acc": r["val_acc"], "pool": r["pool"]} for r in stats],
             "config": cfg.to_dict(),
+            "sampler": SAMPLER_VERSION,
         }
         if hasattr(mspec, "build_pool"):
             kept = pool.column("labels").astype(int)

@@ -185,6 +185,10 @@ def results_md(res: dict, plots: list[str]) -> str:
         L += [f"- {s}" for s in items]
         L.append("")
     L += ["## Choices (validation split only)", "",
+          *([f"- classifier-free guidance: **λ = {C['cfg_scale']['chosen']:g}** ({C['cfg_scale']['rule']}); val "
+             + ", ".join(f"λ={k} {_pct(v)}" for k, v in C["cfg_scale"]["val_acc"].items()) + "; label fidelity "
+             + ", ".join(f"λ={k} {_pct(v)}" for k, v in C["cfg_scale"]["label_fidelity"].items())]
+            if "cfg_scale" in C else []),
           f"- DDIM steps: **{C['steps']['chosen']}** ({C['steps']['rule']}); val "
           + ", ".join(f"{s} steps {_pct(v)}" for s, v in C["steps"]["val_acc"].items()),
           *([f"- learner: **{C['learner']['chosen']}** ({C['learner']['rule']}); val "
@@ -283,7 +287,8 @@ def _setting(p) -> str:
     s = p["setting"]
     short = {"practice.initial_samples": "N", "practice.add_samples": "P", "practice.patience": "T",
              "practice.max_samples": "max", "guidance.omega": "ω", "guidance.every": "every", "guidance.window": "window",
-             "guidance.grad": "grad", "practice.oversample": "k", "practice.iterations": "its", "sampling.steps": "steps"}
+             "guidance.grad": "grad", "practice.oversample": "k", "practice.iterations": "its", "sampling.steps": "steps",
+             "sampling.cfg_scale": "λ"}
     parts = [f"{short[k]}={v}" for k, v in s.items() if k in short and k != "sampling.steps"]
     if p["method"] in ("static", "prune", "prune_random") and p.get("budget"):
         parts.insert(0, f"M={p['budget']}")

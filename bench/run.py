@@ -4,7 +4,9 @@
 
 Stages (all choices on the validation split; the held-out test split is read once, at the end):
 
-0. DDIM steps: static at a fixed size with the default steps and with fewer; the fewest steps whose validation
+0. Classifier-free guidance λ (sweeps.py): static at a fixed size for each λ, over the mode's learner seeds; the λ
+   of the highest mean validation accuracy is used from here on (label fidelity reported beside it).
+   DDIM steps: static at a fixed size with the default steps and with fewer; the fewest steps whose validation
    accuracy stays within one binomial standard error of the default's are used from here on.
 1. Unit costs (plain / guided image per schedule, iteration, validation image), measured back to back, and the
    speed knobs before/after (calibrate.py).
@@ -37,7 +39,7 @@ import torch  # noqa: E402
 
 from plan import MODES  # noqa: E402
 
-TAGS = ("static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key", "dynamic_curve", "dynamic_key",
+TAGS = ("cfg_sweep", "static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key", "dynamic_curve", "dynamic_key",
         "prune_curve", "prune_random", "static_iters", "dp_iters", "omega_sweep", "schedule_sweep", "steps_check")
 
 
@@ -57,22 +59,25 @@ class Plan:
     def __init__(self, mode):
         self.m = mode
         self.steps = mode.steps_reference
+        self.cfg_scale = None  # λ: chosen by the λ sweep (stage 0); pinned in every run after it
         self.omega = None
         self.schedule = "every"
         self.learner: list[str] = []
 
-    def common(self, seed: int = 0, steps: int | None = None) -> list[str]:
+    def common(self, seed: int = 0, steps: int | None = None, cfg_scale: float | None = None) -> list[str]:
+        lam = self.cfg_scale if cfg_scale is None else cfg_scale
         return [f"sampling.steps={steps or self.steps}", f"run.seed={seed}",
-                f"sampling.seed_offset={seed * self.m.seed_offset_stride}"] + self.learner
+                f"sampling.seed_offset={seed * self.m.seed_offset_stride}"] + self.learner + (
+                    [f"sampling.cfg_scale={lam}"] if lam is not None else [])
 
     @staticmethod
     def dp_ov(s: dict) -> list[str]:
         return [f"practice.initial_samples={s['N']}", f"practice.add_samples={s['P']}", f"practice.patience={s['T']}",
                 f"practice.patience_growth={s['growth']}", f"practice.max_samples={s['max']}"]
 
-    def static(self, n: int, seed: int = 0, tags=(), steps=None, extra=()):
+    def static(self, n: int, seed: int = 0, tags=(), steps=None, extra=(), cfg_scale=None):
         from harness import RunSpec
-        return RunSpec("static", tuple(self.common(seed, steps)) + tuple(extra), budget=n, tags=tuple(tags))
+        return RunSpec("static", tuple(self.common(seed, steps, cfg_scale)) + tuple(extra), budget=n, tags=tuple(tags))
 
     def dp(self, s: dict, seed: int = 0, omega=None, schedule=None, tags=(), extra=()):
         from harness import RunSpec
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
     from calibrate import learner_iteration_costs, speed_knobs, unit_costs
     from harness import Bench
     from report import update_readme, write_outputs
+    from sweeps import cfg_sweep
 
     t = time.perf_counter()
     bench = Bench(mode, work, args.device, args.progress, log, args.overrides)
@@ -140,7 +146,12 @@ def main(argv=None) -> int:
     n_val = len(bench.splits.val)
     choices: dict = {}
 
-    # 0. DDIM steps.
+    # 0. λ, then DDIM steps.
+    t = time.perf_counter()
+    log("stage 0: classifier-free guidance λ sweep")
+    choices["cfg_scale"] = cfg_sweep(bench, plan, mode, log)
+    plan.cfg_scale = choices["cfg_scale"]["chosen"]
+    stage_t["0 cfg sweep"] = time.perf_counter() - t
     t = time.perf_counter()
     log("stage 0: DDIM steps check")
     seeds = mode.steps_check_seeds

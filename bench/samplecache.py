@@ -1,7 +1,8 @@
 """A content cache of generated samples, so the benchmark pays for each distinct sample once.
 
-A sample is fixed by (generator id, label, seed, λ, DDIM steps, η) and, when guided, by the guidance settings and
-the guiding classifier's weights (hashed). :class:`CachedGenerator` wraps a generator with the same ``sample()``
+A sample is fixed by (generator id, label, seed, λ, DDIM steps, η, the sampler's version, the generator's bf16 flag,
+the chunk size of its model calls) and, when guided, by the guidance settings and the guiding classifier's weights
+(hashed): every setting that changes its bytes is in the key, so samples made another way are never served. :class:`CachedGenerator` wraps a generator with the same ``sample()``
 signature: hits are read from the cache, misses are generated (in one call) and stored. Because pool sample i has
 label i mod C and seed ``seed_offset + i``, every plain pool is a prefix of one plain stream: the static ladder,
 DP's initial pool, dynamic-unguided's additions and prune's candidates all share it.
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from deliberate.generation.base import SampleOutput
+from deliberate.generation.base import SampleOutput, score_in_chunks
+from deliberate.generation.ddim import SAMPLER_VERSION
 
 
 def module_hash(module: torch.nn.Module) -> str:
@@ -52,9 +54,10 @@ class SampleCache:
         self._chunks: dict[str, list[dict]] = {}
 
     @staticmethod
-    def setting_key(generator_id: str, steps: int, cfg_scale: float, eta: float, gkey: dict | None) -> str:
+    def setting_key(generator_id: str, steps: int, cfg_scale: float, eta: float, gkey: dict | None,
+                    bf16: bool | None = None, chunk: int = 0) -> str:
         blob = json.dumps({"generator": generator_id, "steps": steps, "cfg_scale": cfg_scale, "eta": eta,
-                           "guide": gkey}, sort_keys=True)
+                           "guide": gkey, "sampler": SAMPLER_VERSION, "bf16": bf16, "chunk": chunk}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _load(self, key: str) -> None:
@@ -115,7 +118,8 @@ class CachedGenerator:
                eta: float = 0.0, batch_size: int = 256, progress: bool = False) -> SampleOutput:
         t0 = time.perf_counter()
         gkey = guide_key(guide)
-        key = SampleCache.setting_key(self.generator_id, steps, cfg_scale, eta, gkey)
+        key = SampleCache.setting_key(self.generator_id, steps, cfg_scale, eta, gkey,
+                                      getattr(self.inner, "bf16", None), batch_size)
         labs = [int(v) for v in labels.tolist()]
         seeds = [int(s) for s in seeds]
         found = self.cache.lookup(key, labs, seeds)
@@ -129,21 +133,19 @@ class CachedGenerator:
             chunk = {"labels": labels[miss].long(), "seeds": torch.tensor([seeds[i] for i in miss]),
                      "images": out.images, "score": out.score.float(),
                      "seconds": torch.full((n,), out.stats["seconds"] / n, dtype=torch.float64),
-                     "guided_steps": torch.full((n,), out.stats["guided_steps"] / max(1, -(-n // batch_size)))}
+                     "guided_steps": torch.full((n,), float(out.stats["guided_steps"]))}
             self.cache.store(key, chunk, {"generator": self.generator_id, "steps": steps, "cfg_scale": cfg_scale,
-                                          "eta": eta, "guide": gkey})
+                                          "eta": eta, "guide": gkey, "sampler": SAMPLER_VERSION,
+                                          "bf16": getattr(self.inner, "bf16", None), "chunk": batch_size})
             found = self.cache.lookup(key, labs, seeds)
         rows = [self.cache.get(key, w) for w in found]
         images = torch.stack([r["images"] for r in rows]) if rows else torch.zeros((0, *self.image_shape), dtype=torch.uint8)
         charged = float(sum(float(r["seconds"]) for r in rows))
         if gkey is not None:
             score = torch.stack([r["score"] for r in rows])
-            stats["guided_steps"] = int(round(float(rows[0]["guided_steps"]))) * -(-len(rows) // batch_size) if rows else 0
+            stats["guided_steps"] = int(round(float(rows[0]["guided_steps"]))) if rows else 0
         elif guide is not None:  # ω = 0 with a criterion: plain samples, scored as stored (as the generators do)
-            dev = getattr(self.inner, "device", "cpu")
-            with torch.no_grad():
-                score = torch.cat([guide.criterion(images[s:s + 1000].to(dev).float().div(127.5).sub(1)).float().cpu()
-                                   for s in range(0, len(images), 1000)]) if len(images) else torch.zeros(0)
+            score = score_in_chunks(guide.criterion, images, seeds, batch_size, getattr(self.inner, "device", "cpu"))
         else:
             score = torch.full((len(rows),), float("nan"))
         actual = time.perf_counter() - t0

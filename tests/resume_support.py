@@ -43,7 +43,7 @@ def tiny_cnn_wide(num_classes: int = 10, in_chans: int = 1, **_) -> nn.Module:
 
 
 class NanEveryThird(EntropyCriterion):
-    """Entropy, but NaN (so its gradient is NaN) for every third sample of a batch (positions 0, 3, 6, ...)."""
+    """Entropy, but NaN (so its gradient is NaN) for every third slot of a model call (slots 0, 3, 6, ...)."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h = super().forward(images)

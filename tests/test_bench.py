@@ -215,6 +215,28 @@ def test_sample_cache_generates_each_sample_once_and_persists(tmp_path):
     assert gen2.made == 0 and torch.equal(d.images, b.images)  # read back from disk
 
 
+def test_sample_cache_key_holds_every_setting_that_changes_bytes(tmp_path, monkeypatch):
+    """Samples made by another sampler version, another bf16 setting or another chunk size are never served."""
+    import samplecache
+
+    gen = FakeGenerator()
+    gen.bf16 = True
+    labels, seeds = torch.arange(10) % 10, list(range(10))
+    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
+    assert gen.made == 10
+    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
+    assert gen.made == 10  # same settings: all hits
+    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=5)
+    assert gen.made == 20  # another chunk size
+    gen.bf16 = False
+    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
+    assert gen.made == 30  # another precision
+    gen.bf16 = True
+    monkeypatch.setattr(samplecache, "SAMPLER_VERSION", samplecache.SAMPLER_VERSION + 1)
+    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
+    assert gen.made == 40  # another sampler
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
     """Every stage of bench/run.py on a tiny generator trained on the spot (several minutes on 2 cores)."""

@@ -176,6 +176,7 @@ def launch(cfg_path: Path, nproc: int) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
 
 
+@pytest.mark.determinism
 def test_two_processes_give_the_same_pool_and_metrics(folders, tmp_path):
     from test_latent import write_tiny_sd
 

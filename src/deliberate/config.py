@@ -67,9 +67,9 @@ class GeneratorConfig:
 @dataclass
 class SamplingConfig:
     steps: int = 25  # DDIM steps
-    cfg_scale: float = 0.0  # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5)
+    cfg_scale: float = 3.0  # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5); chosen on validation (bench/cfg_sweep.py, README)
     eta: float = 0.0
-    batch_size: int = 250
+    batch_size: int = 250  # samples per model call: index-aligned chunks of seeds (generation/base.py); fixes bytes
     seed_offset: int = 0  # sample i of a pool gets seed seed_offset + i
     shard_size: int = 1000
 

@@ -29,8 +29,8 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from .generation.base import SampleOutput
-from .practice.pool import Pool, ShardMeta
+from .generation.base import SampleOutput, chunk_calls
+from .practice.pool import Pool, ShardMeta, shard_record
 
 TIMEOUT = datetime.timedelta(minutes=int(os.environ.get("DELIBERATE_DIST_TIMEOUT_MIN", "120")))
 
@@ -133,7 +133,10 @@ def lock(run_dir):
 
 # ------------------------------------------------------------------------------------------------ generation
 class ShardedGenerator:
-    """A generator whose ``sample`` calls are split across ranks by position and gathered back in order."""
+    """A generator whose ``sample`` calls are split across ranks by whole index-aligned chunks (chunk k of the
+    request's chunks goes to rank k mod W) and gathered back in request order. Every model call is then the one a
+    single process would make (:func:`~deliberate.generation.base.chunk_calls`), so the pool's bytes do not depend
+    on the number of ranks."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -147,16 +150,17 @@ class ShardedGenerator:
 
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], **kw) -> SampleOutput:
         w, r, n = world_size(), rank(), len(labels)
-        mine = torch.arange(r, n, w, dtype=torch.long)
+        calls = chunk_calls(seeds, kw.get("batch_size", 256))
+        mine = torch.tensor(sorted(j for c in calls[r::w] for j in c[1].values()), dtype=torch.long)
         out = self.inner.sample(labels[mine], [seeds[int(j)] for j in mine], **kw)
-        parts = all_gather_object((out.images, out.score, out.stats))
+        parts = all_gather_object((mine, out.images, out.score, out.stats))
         images = torch.empty((n, *tuple(self.inner.image_shape)), dtype=torch.uint8)
         score = torch.empty(n, dtype=torch.float32)
         stats = {"guided_steps": 0, "nonfinite_grads": 0, "seconds": 0.0}
-        for q, (im, sc, st) in enumerate(parts):
-            images[q::w] = im
-            score[q::w] = sc.float()
-            stats["guided_steps"] += st["guided_steps"]
+        for idx, im, sc, st in parts:
+            images[idx] = im
+            score[idx] = sc.float()
+            stats["guided_steps"] = max(stats["guided_steps"], st["guided_steps"])
             stats["nonfinite_grads"] += st["nonfinite_grads"]
             stats["seconds"] = max(stats["seconds"], st["seconds"])
         return SampleOutput(images, score, stats)
@@ -172,9 +176,7 @@ class ReplicaPool(Pool):
         n = len(labels)
         if not (len(images) == n == len(seeds) == len(score)):
             raise ValueError("images, labels, seeds and score must have the same length")
-        rec = {"shard": None, "sha256": None, "start": len(self), "count": n, **meta.__dict__,
-               "labels": labels.tolist(), "seeds": [int(s) for s in seeds],
-               "score": [None if s != s else round(float(s), 5) for s in score.tolist()], **(extra or {})}
+        rec = shard_record(len(self), images, labels, seeds, score, meta, extra, shard=None, sha256=None)
         self.records.append(rec)
         self._images.append(images)
         self._labels.append(labels.long())

@@ -1,4 +1,17 @@
-"""Guided DDIM sampling over diffusers' :class:`~diffusers.DDIMScheduler`, shared by every backend."""
+"""Guided DDIM sampling over diffusers' :class:`~diffusers.DDIMScheduler`, shared by every backend.
+
+One rule for every backend: **the DDIM update is built from the clipped x̂0 and the ε re-derived from it**
+(``scheduler.step(..., use_clipped_model_output=True)``, as in GLIDE). A scheduler with ``clip_sample=True`` (the
+pixel backend: images live in [-1, 1]) clips x̂0 = (x_t − sqrt(1−ᾱ_t)·ε)/sqrt(ᾱ_t) (Eq. 4); the step
+
+    x_{t−1} = sqrt(ᾱ_{t−1})·x̂0 + sqrt(1−ᾱ_{t−1}−σ_t²)·ε' + σ_t·z,    ε' = (x_t − sqrt(ᾱ_t)·x̂0)/sqrt(1−ᾱ_t)
+
+must then use ε' (consistent with the clipped x̂0), not the model's ε. With the model's ε the part of x̂0 that
+clipping removed still enters through the direction term, and classifier-free guidance, which overshoots exactly
+where Fashion-MNIST's background sits at −1, pushed every step the wrong way (label fidelity fell with λ instead of
+rising). Where a scheduler does not clip (the latent backend), ε' equals ε up to rounding and the rule changes
+nothing. ``tests/test_sampler.py`` checks it against an exact denoiser.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,6 +20,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from .guidance import Guide
+
+# Bumped whenever the sampler's arithmetic changes the bytes it produces (caches key on it).
+# 2: ε re-derived from the clipped x̂0; index-aligned model calls (generation/base.py).
+SAMPLER_VERSION = 2
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -26,7 +43,7 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
     """
     scheduler.set_timesteps(steps, device=x.device)
     acp = scheduler.alphas_cumprod.to(x.device)
-    stats = {"guided_steps": 0, "nonfinite_grads": 0}
+    stats = {"guided_steps": 0, "nonfinite_grads": 0, "nonfinite_per_sample": [0] * len(x)}
     for i, t in enumerate(scheduler.timesteps):
         if guide is not None and guide.active(i, steps):
             a = acp[t].float()
@@ -41,7 +58,10 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
                 (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
             if guide.grad == "x0":
                 g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
-            g, bad = guide.rescale(_full(g))
+            g = _full(g)
+            bad_rows = (~torch.isfinite(g.flatten(1)).all(dim=1)).tolist()
+            g, bad = guide.rescale(g)
+            stats["nonfinite_per_sample"] = [a + int(b) for a, b in zip(stats["nonfinite_per_sample"], bad_rows)]
             eps = _full(eps.detach()) - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
             stats["guided_steps"] += 1
             stats["nonfinite_grads"] += bad
@@ -52,5 +72,6 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
         if eta > 0 and rngs is not None:
             noise = torch.stack([torch.randn(x.shape[1:], generator=r) for r in rngs]).to(x.device, x.dtype)
         with torch.no_grad():
-            x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise).prev_sample
+            x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise,
+                               use_clipped_model_output=True).prev_sample
     return x, stats

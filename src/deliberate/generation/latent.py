@@ -33,18 +33,16 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..registry import GENERATORS
-from .base import SampleOutput, check_request, per_sample_noise, to_uint8
+from .base import SampleOutput, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 from .pixel import GeneratorError
@@ -235,31 +233,18 @@ class LatentDiffusion:
 
             guide = dataclasses.replace(guide, criterion=amp_criterion)
         uncond = self.embed([""]) if cfg_scale else None
-        out, scores = [], []
-        stats = {"guided_steps": 0, "nonfinite_grads": 0, "seconds": 0.0}
-        t0 = time.perf_counter()
-        bar = tqdm(total=len(labels), desc="sample" + (" (guided)" if guided else ""), disable=not progress,
-                   dynamic_ncols=True, leave=False)
-        for s in range(0, len(labels), batch_size):
-            y, sd = labels[s:s + batch_size], list(seeds[s:s + batch_size])
+
+        def call(y: torch.Tensor, sd: list[int]):
             cond = self.embed([self.prompt(c, k) for c, k in zip(y.tolist(), sd)])
             z, rngs = per_sample_noise(sd, self.latent_shape, self.device)
             z = z * self.scheduler.init_noise_sigma
             z, st = guided_ddim(self.eps_fn(cond, uncond, cfg_scale), self.scheduler, z, steps, guide,
                                 decode=self.decode, eta=eta, rngs=rngs)
-            stats["guided_steps"] += st["guided_steps"]
-            stats["nonfinite_grads"] += st["nonfinite_grads"]
             with torch.no_grad():
-                images = to_uint8(self.decode(z)).cpu()
-                out.append(images)
-                if guide is not None:  # score the image as stored
-                    scores.append(guide.criterion(images.to(self.device).float().div(127.5).sub(1)).float().cpu())
-            bar.update(len(y))
-        bar.close()
-        stats["seconds"] = time.perf_counter() - t0
-        images = torch.cat(out) if out else torch.zeros((0, *self.image_shape), dtype=torch.uint8)
-        score = torch.cat(scores) if scores else torch.full((len(labels),), float("nan"))
-        return SampleOutput(images, score, stats)
+                return to_uint8(self.decode(z)).cpu(), st
+
+        return sample_in_chunks(labels, seeds, batch_size, self.image_shape, call, guide, self.device, progress,
+                                "sample" + (" (guided)" if guided else ""))
 
 
 def obtain_latent_generator(cfg, splits, device="cpu", progress: bool = True, log=None) -> tuple[LatentDiffusion, dict]:

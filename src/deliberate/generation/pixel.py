@@ -22,7 +22,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..registry import GENERATORS
-from .base import SampleOutput, autocast, check_request, per_sample_noise, to_uint8
+from .base import SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 
@@ -173,30 +173,18 @@ class PixelDiffusion:
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], *, steps: int = 25, cfg_scale: float = 0.0,
                guide: Guide | None = None, eta: float = 0.0, batch_size: int = 256,
                progress: bool = False) -> SampleOutput:
-        """Images (uint8) for ``labels``, sample i drawn from ``seeds[i]`` alone (see :func:`per_sample_noise`)."""
+        """Images (uint8) for ``labels``, sample i drawn from ``seeds[i]`` alone (see :func:`per_sample_noise`), in
+        index-aligned calls of ``batch_size`` slots (:func:`~deliberate.generation.base.sample_in_chunks`)."""
         check_request(labels, seeds, self.num_classes)
-        out, scores = [], []
-        stats = {"guided_steps": 0, "nonfinite_grads": 0, "seconds": 0.0}
-        t0 = time.perf_counter()
-        bar = tqdm(total=len(labels), desc="sample" + (" (guided)" if guide and guide.omega else ""),
-                   disable=not progress, dynamic_ncols=True, leave=False)
-        for s in range(0, len(labels), batch_size):
-            y = labels[s:s + batch_size].to(self.device)
-            x, rngs = per_sample_noise(seeds[s:s + batch_size], self.image_shape, self.device)
-            x, st = guided_ddim(self.eps_fn(y, cfg_scale), self.scheduler, x, steps, guide, eta=eta, rngs=rngs)
-            stats["guided_steps"] += st["guided_steps"]
-            stats["nonfinite_grads"] += st["nonfinite_grads"]
-            out.append(to_uint8(x).cpu())
-            if guide is not None:
-                with torch.no_grad():
-                    stored = out[-1].to(self.device).float().div(127.5).sub(1)  # score the image as stored
-                    scores.append(guide.criterion(stored).float().cpu())
-            bar.update(len(y))
-        bar.close()
-        stats["seconds"] = time.perf_counter() - t0
-        images = torch.cat(out) if out else torch.zeros((0, *self.image_shape), dtype=torch.uint8)
-        score = torch.cat(scores) if scores else torch.full((len(labels),), float("nan"))
-        return SampleOutput(images, score, stats)
+
+        def call(y: torch.Tensor, sd: list[int]):
+            x, rngs = per_sample_noise(sd, self.image_shape, self.device)
+            x, st = guided_ddim(self.eps_fn(y.to(self.device), cfg_scale), self.scheduler, x, steps, guide, eta=eta,
+                                rngs=rngs)
+            return to_uint8(x).cpu(), st
+
+        return sample_in_chunks(labels, seeds, batch_size, self.image_shape, call, guide, self.device, progress,
+                                "sample" + (" (guided)" if guide and guide.omega else ""))
 
 
 def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log=None) -> tuple[PixelDiffusion, dict]:

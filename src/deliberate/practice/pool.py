@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,24 @@ class ShardMeta:
     cfg_scale: float
     steps: int
     generator_id: str
+    chunk: int = 0  # samples per model call (sampling.batch_size): part of what fixes a sample's bytes
+    env: dict = field(default_factory=dict)  # where it was made (generation.base.sampling_env)
+
+
+def fingerprint(images: torch.Tensor) -> dict:
+    """Per-sample pixel mean and standard deviation (uint8 levels, 2 decimals): what ``deliberate check --repair``
+    compares when a shard regenerated in another environment cannot match its SHA-256 bit for bit."""
+    x = images.flatten(1).double()
+    return {"pix_mean": [round(float(v), 2) for v in x.mean(1)],
+            "pix_std": [round(float(v), 2) for v in x.std(1, unbiased=False)]} if len(x) else {"pix_mean": [], "pix_std": []}
+
+
+def shard_record(start: int, images: torch.Tensor, labels: torch.Tensor, seeds: list[int], score: torch.Tensor,
+                 meta: ShardMeta, extra: dict | None = None, **files) -> dict:
+    """The manifest line of a shard (``files``: its name and SHA-256 where it is written)."""
+    return {**files, "start": start, "count": len(labels), **meta.__dict__, "labels": labels.tolist(),
+            "seeds": [int(s) for s in seeds], "score": [None if s != s else round(float(s), 5) for s in score.tolist()],
+            **fingerprint(images), **(extra or {})}
 
 
 class Pool:
@@ -173,9 +191,7 @@ class Pool:
         path = self.root / name
         tensors = {"images": images.contiguous(), "labels": labels.long().contiguous(),
                    "seeds": torch.tensor(seeds, dtype=torch.int64), "score": score.float().contiguous()}
-        rec = {"shard": name, "sha256": write_shard(path, tensors), "start": start, "count": n, **meta.__dict__,
-               "labels": labels.tolist(), "seeds": [int(s) for s in seeds],
-               "score": [None if s != s else round(float(s), 5) for s in score.tolist()], **(extra or {})}
+        rec = shard_record(start, images, labels, seeds, score, meta, extra, shard=name, sha256=write_shard(path, tensors))
         try:
             append_line(self.root / MANIFEST, (json.dumps(rec) + "\n").encode())
         except BaseException:

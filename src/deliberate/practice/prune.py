@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..generation.base import sampling_env
 from ..generation.guidance import entropy
 from ..learning.learner import Learner
 from ..registry import METHODS
@@ -79,7 +80,8 @@ class PruneSpec(MethodSpec):
         for lo in range(have, m, s.shard_size):
             sel = kept[lo:lo + s.shard_size]
             pool.append(images[sel], labels[sel], [seeds[i] for i in sel.tolist()], scores[sel],
-                        ShardMeta(0, 0.0, s.cfg_scale, s.steps, generator.generator_id),
+                        ShardMeta(0, 0.0, s.cfg_scale, s.steps, generator.generator_id, s.batch_size,
+                              sampling_env(getattr(generator, "device", "cpu"))),
                         extra={"candidates": n_cand, "keep": self.keep, "candidate_index": sel.tolist()})
         counts = np.bincount(labels[kept].numpy(), minlength=generator.num_classes)
         return {"seconds": seconds, "generated": n_cand, "kept_per_class": counts.tolist(),

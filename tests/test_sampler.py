@@ -1,0 +1,67 @@
+"""The DDIM step on the production path (clip_sample=True, classifier-free guidance), against an exact denoiser.
+
+Per-class Gaussians fitted to real Fashion-MNIST images have a closed-form noise prediction, so the "network" makes
+no error: whatever goes wrong is the sampler's. Classifier-free guidance (Eq. 5) must then *sharpen* labels. With
+the x̂0 clipped but the unclipped ε used in the DDIM direction term (the defect this guards against), label
+fidelity fell from 0.49 at λ = 0 to 0.11 at λ = 3; with ε re-derived from the clipped x̂0 it rises 0.56 → 0.82.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn as nn
+
+from deliberate.generation.pixel import PixelDiffusion
+
+from conftest import tiny_config
+
+
+class GaussianDenoiser(nn.Module):
+    """Exact E[ε | x_t, y] when x0 | y ~ N(μ_y, Σ_y); the null class (index C) is the mixture over classes."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, alphas_cumprod: torch.Tensor,
+                 shrink: float = 1e-2):
+        super().__init__()
+        x = images.double().div(127.5).sub(1).flatten(1)
+        self.mu, self.U, self.lam = [], [], []
+        for c in range(num_classes):
+            xc = x[labels == c]
+            lam, U = torch.linalg.eigh(torch.cov(xc.T) + shrink * torch.eye(x.shape[1], dtype=torch.float64))
+            self.mu.append(xc.mean(0))
+            self.U.append(U)
+            self.lam.append(lam.clamp_min(0))
+        self.acp = alphas_cumprod.double()
+        self.C = num_classes
+        self.config = SimpleNamespace(in_channels=images.shape[1], sample_size=images.shape[2])
+
+    def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor):
+        a = self.acp[int(t)]
+        xf = x.double().flatten(1)
+        per_class, logp = [], []
+        for c in range(self.C):  # x_t | y ~ N(sqrt(a)·μ, a·Σ + (1-a)·I)
+            d = (xf - a.sqrt() * self.mu[c]) @ self.U[c]
+            v = a * self.lam[c] + 1 - a
+            per_class.append(((d / v) @ self.U[c].T) * (1 - a).sqrt())
+            logp.append(-0.5 * (d * d / v).sum(1) - 0.5 * v.log().sum())
+        eps = torch.stack(per_class, 1)  # (B, C, D)
+        w = torch.softmax(torch.stack(logp, 1), 1)  # p(y | x_t), equal class priors
+        mixture = (w[..., None] * eps).sum(1)
+        cond = eps[torch.arange(len(xf)), class_labels.clamp_max(self.C - 1)]
+        out = torch.where((class_labels == self.C)[:, None], mixture, cond)
+        return SimpleNamespace(sample=out.view_as(x).to(x.dtype))
+
+
+def test_classifier_free_guidance_sharpens_labels_with_clipping(splits, real_classifier, tmp_path):
+    cfg = tiny_config(tmp_path)
+    sched = PixelDiffusion.create(cfg.generator, splits.num_classes).scheduler  # the production scheduler config
+    assert sched.config.clip_sample  # the path under test
+    den = GaussianDenoiser(splits.gen_train.images, splits.gen_train.labels, splits.num_classes, sched.alphas_cumprod)
+    gen = PixelDiffusion(den, sched, splits.num_classes, bf16=False)
+    labels = torch.arange(100) % 10
+    fidelity = {}
+    for lam in (0.0, 3.0):
+        out = gen.sample(labels, list(range(100)), steps=25, cfg_scale=lam, batch_size=50)
+        fidelity[lam] = (real_classifier.predict(out.images).argmax(1) == labels).float().mean().item()
+    assert fidelity[3.0] >= fidelity[0.0] + 0.15, fidelity
+    assert fidelity[3.0] >= 0.7, fidelity
