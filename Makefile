@@ -4,7 +4,8 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 DATA_DIR  := /usr/share/datasets/fashion-mnist
-ARGS      ?=
+# ARGS is set on the command line only (make test ARGS=...): an ARGS in the environment changes nothing.
+ARGS      :=
 
 .PHONY: run test test-all setup data bench bench-quick theory clean-venv
 

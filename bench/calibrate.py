@@ -45,13 +45,14 @@ def _learner(bench, overrides=(), total: int = 1000) -> Learner:
     return Learner(cfg.learner, bench.splits.num_classes, bench.gen.image_shape[0], total, bench.device, seed=0)
 
 
-def _gen_fn(gen, n: int, steps: int, batch: int, guide=None):
+def _gen_fn(gen, n: int, steps: int, batch: int, guide=None, cfg_scale: float = 0.0):
     labels = torch.arange(n) % gen.num_classes
     seeds = [FAR_SEED + i for i in range(n)]
-    return lambda: gen.sample(labels, seeds, steps=steps, guide=guide, batch_size=batch)
+    return lambda: gen.sample(labels, seeds, steps=steps, guide=guide, batch_size=batch, cfg_scale=cfg_scale)
 
 
-def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float, learner_ov=()) -> dict:
+def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float, learner_ov=(),
+               cfg_scale: float = 0.0) -> dict:
     """Seconds per plain image, per guided image for each schedule (an untrained classifier of the learner's
     architecture guides: the cost does not depend on its weights), per training iteration, per validation image
     and per scored image."""
@@ -59,12 +60,12 @@ def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float,
     gen = bench.gen.inner
     n = m.calib_images
     batch = min(n, bench.cfg0.sampling.batch_size)
-    fns, per = {"plain": _gen_fn(gen, n, steps, batch)}, {"plain": n}
+    fns, per = {"plain": _gen_fn(gen, n, steps, batch, cfg_scale=cfg_scale)}, {"plain": n}
     learner = _learner(bench, learner_ov)
     with learner.frozen() as clf:
         for name, ov in schedules.items():
             g = build_guide(clf, bench.config(ov).guidance, omega=omega)
-            fns[f"guided:{name}"] = _gen_fn(gen, n, steps, batch, g)
+            fns[f"guided:{name}"] = _gen_fn(gen, n, steps, batch, g, cfg_scale)
             per[f"guided:{name}"] = n
         costs = round_robin(fns, per, m.calib_reps)
     x = bench.splits.val.images
@@ -76,7 +77,8 @@ def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float,
                       "val_image": lambda: learner.accuracy(x, y)},
                      {"iteration": k, "val_image": len(y)}, max(3, m.calib_reps))
     out = {"plain_image": costs["plain"], "iteration": it["iteration"], "val_image": it["val_image"],
-           "score_image": it["val_image"], "steps": steps, "images_per_measurement": n, "reps": m.calib_reps,
+           "score_image": it["val_image"], "steps": steps, "cfg_scale": cfg_scale, "images_per_measurement": n,
+           "reps": m.calib_reps,
            "guided_image": {k.split(":", 1)[1]: v for k, v in costs.items() if k.startswith("guided:")}}
     out["guided_ratio"] = {k: v / out["plain_image"] for k, v in out["guided_image"].items()}
     return out
@@ -109,7 +111,8 @@ def modelled_seconds(rec: dict, units: dict, schedule_of) -> dict:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega: float) -> dict:
+def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega: float,
+                cfg_scale: float = 0.0) -> dict:
     """Before/after timings of the speed knobs, measured in this process. Generation in ms per image, learner
     in ms per iteration. "before" = the defaults as they stood (fp32 learner, guidance at every step through
     the UNet, ``steps_ref`` DDIM steps); "after" = what the benchmark runs with."""
@@ -119,19 +122,23 @@ def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega
     batch = min(n, bench.cfg0.sampling.batch_size)
     learner = _learner(bench)
     res = {}
+
+    def gf(steps_: int, batch_: int, guide=None):
+        return _gen_fn(gen, n, steps_, batch_, guide, cfg_scale)
+
     with learner.frozen() as clf:
         g_every = build_guide(clf, bench.config([]).guidance, omega=omega)
         g_after = build_guide(clf, bench.config(schedule_ov).guidance, omega=omega)
         g_x0 = build_guide(clf, bench.config(["guidance.grad=x0"]).guidance, omega=omega)
         fns = {
-            "plain, bf16 autocast, %d steps (default)" % steps_ref: _gen_fn(gen, n, steps_ref, batch),
-            "plain, fp32, %d steps" % steps_ref: _with_attr(gen, "bf16", False, _gen_fn(gen, n, steps_ref, batch)),
-            "plain, channels-last UNet, %d steps" % steps_ref: _channels_last(gen, _gen_fn(gen, n, steps_ref, batch)),
-            "plain, batch 4, %d steps" % steps_ref: _gen_fn(gen, n, steps_ref, 4),
-            "plain, %d steps" % steps: _gen_fn(gen, n, steps, batch),
-            "guided every step (UNet grad), %d steps (default)" % steps_ref: _gen_fn(gen, n, steps_ref, batch, g_every),
-            "guided every step (x0 grad), %d steps" % steps_ref: _gen_fn(gen, n, steps_ref, batch, g_x0),
-            "guided, benchmark schedule, %d steps" % steps: _gen_fn(gen, n, steps, batch, g_after),
+            "plain, bf16 autocast, %d steps (default)" % steps_ref: gf(steps_ref, batch),
+            "plain, fp32, %d steps" % steps_ref: _with_attr(gen, "bf16", False, gf(steps_ref, batch)),
+            "plain, channels-last UNet, %d steps" % steps_ref: _channels_last(gen, gf(steps_ref, batch)),
+            "plain, batch 4, %d steps" % steps_ref: gf(steps_ref, 4),
+            "plain, %d steps" % steps: gf(steps, batch),
+            "guided every step (UNet grad), %d steps (default)" % steps_ref: gf(steps_ref, batch, g_every),
+            "guided every step (x0 grad), %d steps" % steps_ref: gf(steps_ref, batch, g_x0),
+            "guided, benchmark schedule, %d steps" % steps: gf(steps, batch, g_after),
         }
         gen_ms = round_robin(fns, {k: n for k in fns}, m.calib_reps)
     res["generation_ms_per_image"] = {k: round(v * 1000, 2) for k, v in gen_ms.items()}

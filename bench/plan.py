@@ -6,8 +6,8 @@ spot (meaningless numbers; for development and the slow test).
 
 Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` aligns the model calls with every pool
 size and round of the full and quick modes (multiples of 100), so no call is padded (bench/sampling_chunks.py:
-a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2 cores). Data settings stay at the defaults so that the embedded default
-generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
+cores). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
 """
 from __future__ import annotations
 

@@ -198,8 +198,9 @@ def main(argv=None) -> int:
     units_file = work / "units.json"  # kept, so that a resumed benchmark makes the same cost-based choices
     units = json.loads(units_file.read_text()) if units_file.exists() and not args.recalibrate else None
     if units is None or units["steps"] != plan.steps or set(units["guided_image"]) != set(mode.schedules) \
+            or units.get("cfg_scale") != plan.cfg_scale \
             or units.get("learner", []) != plan.learner:
-        units = unit_costs(bench, plan.steps, mode.schedules, omega_probe, plan.learner)
+        units = unit_costs(bench, plan.steps, mode.schedules, omega_probe, plan.learner, plan.cfg_scale)
         units["learner"] = plan.learner
         units_file.write_text(json.dumps(units, indent=1))
     log("  plain %.1f ms/img, iteration %.1f ms; guided/plain: %s" % (
@@ -286,9 +287,10 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     speed_file = work / "speed.json"
     speed = json.loads(speed_file.read_text()) if speed_file.exists() and not args.recalibrate else None
-    if speed is None or speed.get("choices") != [plan.steps, plan.schedule, plan.omega]:
-        speed = speed_knobs(bench, mode.steps_reference, plan.steps, mode.schedules[plan.schedule], plan.omega)
-        speed["choices"] = [plan.steps, plan.schedule, plan.omega]
+    if speed is None or speed.get("choices") != [plan.steps, plan.schedule, plan.omega, plan.cfg_scale]:
+        speed = speed_knobs(bench, mode.steps_reference, plan.steps, mode.schedules[plan.schedule], plan.omega,
+                            plan.cfg_scale)
+        speed["choices"] = [plan.steps, plan.schedule, plan.omega, plan.cfg_scale]
         speed_file.write_text(json.dumps(speed, indent=1))
     stage_t["speed knobs"] = time.perf_counter() - t
 

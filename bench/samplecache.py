@@ -127,7 +127,8 @@ class CachedGenerator:
         stats = {"guided_steps": 0, "nonfinite_grads": 0}
         if miss:
             out = self.inner.sample(labels[miss], [seeds[i] for i in miss], steps=steps, cfg_scale=cfg_scale,
-                                    guide=guide if gkey is not None else None, eta=eta, batch_size=batch_size)
+                                    guide=guide if gkey is not None else None, eta=eta, batch_size=batch_size,
+                                    progress=progress)
             n = len(miss)
             stats["nonfinite_grads"] += out.stats["nonfinite_grads"]
             chunk = {"labels": labels[miss].long(), "seeds": torch.tensor([seeds[i] for i in miss]),

@@ -20,13 +20,31 @@ TINY = [
     "learner.batch_size=32", "learner.eval_batch_size=300",
     "practice.iterations=60", "practice.eval_every=5", "practice.initial_samples=40", "practice.add_samples=20",
     "practice.patience=1", "practice.patience_growth=0", "practice.max_samples=120",
-    "run.progress=false",
+    "run.progress=false", "run.device=cpu",  # the fixtures' models are on the CPU, whatever the machine has
 ]
 
 
 def tiny_config(tmp_path, *extra: str):
     return load_config(None, TINY + [f"generator.cache_dir={tmp_path}/gen-cache", f"run.out_dir={tmp_path}/runs",
                                      *extra])
+
+
+def recomputed_test_acc(run_dir, method: str) -> float:
+    """Held-out accuracy of a run's saved final model, computed here from its weights and config: what the
+    summary reports must be this number (a wrong split, scrambled labels or another model would differ)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from deliberate.data import load_splits
+    from deliberate.learning import Learner
+
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    d = cfg.data
+    test = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed).test.read("test: recompute")
+    learner = Learner(cfg.learner, 10, 1, 1)
+    learner.eval_model.load_state_dict(load_file(Path(run_dir) / "methods" / method / "model.safetensors"))
+    return learner.accuracy(test.images, test.labels)
 
 
 @pytest.fixture(scope="session")

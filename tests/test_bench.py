@@ -88,6 +88,31 @@ def test_corruptions_are_deterministic_and_change_the_images(images, kind):
         assert not torch.equal(a, corrupt(images, kind, seed=4))
 
 
+def test_corruption_severities_are_what_they_say():
+    """Known answers for the fixed OOD severities (a changed or ignored severity fails)."""
+    import math
+
+    grey = torch.full((64, 1, 28, 28), 128, dtype=torch.uint8)
+    diff = corrupt(grey, "noise").float() - 128.0
+    assert diff.std().item() == pytest.approx(CORRUPTIONS["noise"]["std"] * 255, rel=0.03)
+    impulse = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    impulse[0, 0, 14, 14] = 255
+    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / (2 * CORRUPTIONS["blur"]["sigma"] ** 2))
+    k = k / k.sum()
+    expect = (255 * torch.outer(k, k)).round()
+    assert torch.allclose(corrupt(impulse, "blur")[0, 0, 12:17, 12:17].float(), expect, atol=1)
+    bar = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    bar[:, :, 13:15, 4:24] = 255  # horizontal
+    for img in corrupt(bar, "rotate", seed=1):
+        ys, xs = torch.nonzero(img[0] > 64, as_tuple=True)
+        c = torch.cov(torch.stack([xs.float(), ys.float()]))
+        angle = 0.5 * math.degrees(math.atan2(2 * c[0, 1], c[0, 0] - c[1, 1]))
+        assert abs(abs(angle) - CORRUPTIONS["rotate"]["degrees"]) < 3, angle
+    assert torch.equal(corrupt(bar, "elastic", alpha=0.0), bar)  # no displacement, no change
+    moved = [(corrupt(bar, "elastic", alpha=a).float() - bar.float()).abs().mean() for a in (2.0, 8.0)]
+    assert 0 < moved[0] < moved[1]
+
+
 def test_corruption_specifics(images):
     assert torch.equal(corrupt(images, "invert"), 255 - images)
     with pytest.raises(ValueError, match="unknown corruption"):
@@ -285,3 +310,21 @@ def test_readme_table_replaces_only_its_block(tmp_path):
     assert second.count(README_BEGIN) == 1 and second.count(README_END) == 1
     assert "| samples_ratio | 5.00× | >= 4 | met |" in second and "≥ 1.50× | >= 4 | not met |\n| iterations" not in second
     assert second.endswith("\n## after\n") and second.startswith("# title\n\nintro\n")
+
+
+def test_modelled_seconds_on_hand_counts():
+    """Compute = counts × unit costs: plain generation, the guided extra over plain, training, validation, and for
+    an entropy prune its scorer and scoring (hand-computed)."""
+    from calibrate import modelled_seconds
+
+    units = {"plain_image": 0.05, "guided_image": {"every": 0.125, "x0": 0.075}, "iteration": 0.2,
+             "val_image": 0.001, "score_image": 0.002}
+    dp = {"generated": 300, "guided": 100, "iterations": 400, "evaluations": 20, "val_size": 2000}
+    m = modelled_seconds(dp, units, lambda r: "every")
+    assert m == {"generation": 15.0, "guidance": 7.5, "training": 80.0, "evaluation": 40.0, "pruning": 0.0,
+                 "total": 142.5}
+    assert modelled_seconds(dp, units, lambda r: "x0")["guidance"] == 2.5
+    prune = {"generated": 2000, "guided": 0, "iterations": 400, "evaluations": 20, "val_size": 2000,
+             "scorer_iterations": 100}
+    m = modelled_seconds(prune, units, lambda r: "every")
+    assert m["generation"] == 100.0 and m["guidance"] == 0.0 and m["pruning"] == 100 * 0.2 + 2000 * 0.002

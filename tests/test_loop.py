@@ -8,7 +8,7 @@ import torch
 import deliberate.job as job
 from deliberate.data.splits import HeldOut
 from deliberate.rundir import read_jsonl
-from conftest import tiny_config
+from conftest import recomputed_test_acc, tiny_config
 
 
 def test_run_job_reads_held_out_once_after_all_loops(tmp_path, monkeypatch, splits, tiny_generator):
@@ -41,7 +41,7 @@ def test_run_job_reads_held_out_once_after_all_loops(tmp_path, monkeypatch, spli
     for name in ("dp", "static", "dynamic_unguided"):
         m = summary["methods"][name]
         assert set(m) >= {"test_acc", "val_acc", "samples", "iterations"}
-        assert 0 <= m["test_acc"] <= 1 and m["iterations"] == cfg.practice.iterations
+        assert m["test_acc"] == recomputed_test_acc(run_dir, name) and m["iterations"] == cfg.practice.iterations
     # static gets the same sample budget as DP used
     assert summary["methods"]["static"]["samples"] == summary["methods"]["dp"]["samples"]
     assert (run_dir / "report.md").exists() and (run_dir / "plots" / "accuracy.png").exists()
@@ -50,13 +50,16 @@ def test_run_job_reads_held_out_once_after_all_loops(tmp_path, monkeypatch, spli
     # DP pool: grows by exactly P per trigger, only in the stable LR phase, never past the budget
     p, n, P = cfg.practice, cfg.practice.initial_samples, cfg.practice.add_samples
     stats = read_jsonl(run_dir / "methods" / "dp" / "stats.jsonl")
-    prev = n
+    prev = {"pool": n, "stale": 0, "t_max": p.patience, "best_val_acc": float("-inf")}
     sched = job.Learner(cfg.learner, 10, 1, p.iterations).schedule
     for r in stats:
-        assert r["pool"] - prev == r["added"] and r["added"] in (0, P)
+        assert r["pool"] - prev["pool"] == r["added"] and r["added"] in (0, P)
         if r["added"]:
-            assert r["stale"] == 0 and sched.is_stable(r["iteration"])
-        prev = r["pool"]
+            assert sched.is_stable(r["iteration"])
+            # it fired on a stale evaluation: no new best, the count reached T_max; then the trigger was reset
+            assert r["best_val_acc"] == prev["best_val_acc"] and prev["stale"] + 1 >= prev["t_max"]
+            assert r["stale"] == 0 and r["t_max"] == prev["t_max"] + p.patience_growth
+        prev = r
     additions = sum(1 for r in stats if r["added"])
     assert additions >= 1, "the tiny loop must trigger at least once"
     assert stats[-1]["pool"] == n + additions * P <= p.max_samples
@@ -78,21 +81,44 @@ def test_run_job_reads_held_out_once_after_all_loops(tmp_path, monkeypatch, spli
     assert torch.equal(st.images[:n], dp_pool.images[:n])
 
 
-def test_no_additions_in_decay_phase_or_past_budget(tmp_path, splits, tiny_generator):
+def _always_stale(tmp_path, splits, tiny_generator, *extra):
+    """A DP loop whose trigger fires at every evaluation after the first (no gain can exceed min_delta = 1)."""
     from deliberate.learning import Learner
     from deliberate.practice import Pool
     from deliberate.practice.loop import practice
     from deliberate.registry import METHODS
 
-    cfg = tiny_config(tmp_path, "practice.max_samples=80", "learner.decay_frac=0.5")
+    cfg = tiny_config(tmp_path, "practice.min_delta=1.0", "practice.patience=1", "practice.patience_growth=0",
+                      "learner.warmup_frac=0.3", "learner.decay_frac=0.2", "sampling.cfg_scale=0", *extra)
     learner = Learner(cfg.learner, 10, 1, cfg.practice.iterations)
     log: list[dict] = []
     res = practice(METHODS.build("dp", cfg), cfg, tiny_generator, learner, splits.val, Pool(tmp_path / "pool"),
                    log=log.append, progress=False)
-    assert res.samples <= 80 and res.rounds == (res.samples - 40) // 20
-    decay_start = learner.schedule.decay_start
-    assert all(not r["added"] for r in log if r["iteration"] >= decay_start)
-    assert any(r.get("blocked") for r in log), "the trigger should have fired past the budget or in the decay"
+    return res, log, learner.schedule
+
+
+def test_additions_only_while_the_lr_is_constant(tmp_path, splits, tiny_generator):
+    """Warm-up-stable-decay gate (Algorithm 1, step 5): a trigger in warm-up or decay, with budget left, is blocked
+    as "lr not constant"; every trigger in the stable phase adds P."""
+    res, log, sched = _always_stale(tmp_path, splits, tiny_generator, "practice.max_samples=10000")
+    phases = {"warmup": 0, "stable": 0, "decay": 0}
+    for r in log[1:]:
+        it = r["iteration"]
+        if sched.is_stable(it):
+            phases["stable"] += 1
+            assert r["added"] == 20 and "blocked" not in r, r
+        else:
+            phases["warmup" if it < sched.warmup_end else "decay"] += 1
+            assert r["added"] == 0 and r["blocked"] == "lr not constant", r
+    assert min(phases.values()) >= 1, phases  # every phase was exercised
+    assert res.rounds == phases["stable"] and res.samples == 40 + 20 * phases["stable"]
+
+
+def test_no_addition_past_the_budget(tmp_path, splits, tiny_generator):
+    res, log, sched = _always_stale(tmp_path, splits, tiny_generator, "practice.max_samples=80")
+    assert res.samples == 80 and res.rounds == 2
+    late = [r for r in log[1:] if sched.is_stable(r["iteration"]) and not r["added"]]
+    assert late and all(r["blocked"] == "sample budget" for r in late)
 
 
 def _fresh(splits):

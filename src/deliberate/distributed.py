@@ -152,6 +152,7 @@ class ShardedGenerator:
         w, r, n = world_size(), rank(), len(labels)
         calls = chunk_calls(seeds, kw.get("batch_size", 256))
         mine = torch.tensor(sorted(j for c in calls[r::w] for j in c[1].values()), dtype=torch.long)
+        kw["progress"] = kw.get("progress", False) and is_main()  # one bar, on rank 0
         out = self.inner.sample(labels[mine], [seeds[int(j)] for j in mine], **kw)
         parts = all_gather_object((mine, out.images, out.score, out.stats))
         images = torch.empty((n, *tuple(self.inner.image_shape)), dtype=torch.uint8)

@@ -66,7 +66,8 @@ def chunk_calls(seeds: Sequence[int], size: int) -> list[tuple[int, dict[int, in
     return [(c, members) for (c, _), members in sorted(calls.items())]
 
 
-def chunk_request(labels: torch.Tensor, chunk: int, members: dict[int, int], size: int) -> tuple[torch.Tensor, list[int]]:
+def chunk_request(labels: torch.Tensor, chunk: int, members: dict[int, int],
+                  size: int) -> tuple[torch.Tensor, list[int]]:
     """Labels and seeds of all ``size`` slots of one call: the requested samples in their slots, stand-ins (label 0,
     the slot's own seed) elsewhere."""
     lab = torch.zeros(size, dtype=torch.long)
