@@ -219,7 +219,8 @@ class LatentDiffusion:
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], *, steps: int = 50, cfg_scale: float = 0.0,
                guide: Guide | None = None, eta: float = 0.0, batch_size: int = 16,
                progress: bool = False) -> SampleOutput:
-        """Images (uint8) for ``labels``; sample i depends only on (label, ``seeds[i]``, ω, λ, steps, η)."""
+        """Images (uint8) for ``labels``; sample i depends only on (label, ``seeds[i]``, ω, λ, steps, η) and the call
+        size B (index-aligned calls, :func:`~deliberate.generation.base.sample_in_chunks`)."""
         check_request(labels, seeds, self.num_classes)
         guided = guide is not None and guide.omega > 0
         if guided and self.guided_batch_size:
