@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
 from safetensors.torch import save
 
 from .checkpoint import CHECKPOINT, atomic_write, set_deterministic
 from .generation.base import sampling_env
-from .practice.pool import MANIFEST, fingerprint, sha256_file, write_shard
+from .practice.pool import MANIFEST, fingerprint, manifest_scores, sha256_file, write_shard
 
 TOLERANCE = 1.0  # uint8 levels: largest accepted change of a sample's pixel mean or std in another environment
 
@@ -201,20 +200,20 @@ def repair(run_dir: str | Path, log=print) -> CheckReport:
                 write_shard(root / rec["shard"], tensors)
                 st.status, st.detail = "repaired", "regenerated from its seeds; bytes identical to the original"
                 continue
-            verdict = judge_different(rec, out.images, sampling_env(device))
+            env, fp = sampling_env(device), fingerprint(out.images)
+            verdict = judge_different(rec, fp, env)
             if verdict is not None:
                 st.status, st.detail = "unrepairable", verdict + "; nothing written"
                 continue
             write_shard(root / rec["shard"], tensors)
-            fp = fingerprint(out.images)
-            dev = max_deviation(rec, fp)
             st.status = "regenerated-close"
-            st.detail = (f"regenerated in another environment ({env_diff(rec.get('env', {}), sampling_env(device))}): "
+            st.detail = (f"regenerated in another environment ({env_diff(rec.get('env', {}), env)}): "
                          f"not bit-identical (SHA-256 {sha[:12]} vs {rec['sha256'][:12]}), same labels and seeds, "
-                         f"pixel mean/std within {dev:.2f} of the recorded (tolerance {TOLERANCE}); manifest updated")
+                         f"pixel mean/std within {max_deviation(rec, fp):.2f} of the recorded (tolerance {TOLERANCE}); "
+                         f"manifest updated")
             old_sha = rec["sha256"]
-            rec.update(sha256=sha, score=[None if s != s else round(float(s), 5) for s in out.score.tolist()],
-                       nonfinite_grads=out.stats["nonfinite_grads"], regenerated_env=sampling_env(device), **fp)
+            rec.update(sha256=sha, score=manifest_scores(out.score), nonfinite_grads=out.stats["nonfinite_grads"],
+                       regenerated_env=env, **fp)
             text = "".join(json.dumps(r) + "\n" for r in records)
             atomic_write(root / MANIFEST, lambda p: p.write_text(text))
             _patch_checkpoint(mdir / CHECKPOINT, old_sha, sha)
@@ -231,14 +230,15 @@ def max_deviation(rec: dict, fp: dict) -> float:
     return max((abs(a - b) for k in ("pix_mean", "pix_std") for a, b in zip(rec[k], fp[k])), default=0.0)
 
 
-def judge_different(rec: dict, images: torch.Tensor, env: dict) -> str | None:
-    """Why a regenerated shard whose bytes differ cannot be accepted, or None when it can (see the module doc)."""
+def judge_different(rec: dict, fp: dict, env: dict) -> str | None:
+    """Why a regenerated shard whose bytes differ (its :func:`fingerprint` ``fp``, made in ``env``) cannot be
+    accepted, or None when it can (see the module doc)."""
     if rec.get("env") == env:
         return (f"regenerated in the same environment ({env['device']}, torch {env['torch']}) but not bit-identical: "
                 f"a reproducibility defect")
     if "pix_mean" not in rec:
         return "bytes differ and the manifest holds no per-sample fingerprint to compare within a tolerance"
-    dev = max_deviation(rec, fingerprint(images))
+    dev = max_deviation(rec, fp)
     if dev > TOLERANCE:
         return (f"regenerated in another environment ({env_diff(rec.get('env', {}), env)}) and a sample's pixel "
                 f"mean/std moved by {dev:.2f} levels (tolerance {TOLERANCE})")

@@ -95,11 +95,9 @@ def sample_in_chunks(labels: torch.Tensor, seeds: Sequence[int], size: int, imag
         pos = torch.tensor(list(members.values()), dtype=torch.long)
         images[pos] = out[slots]
         if guide is not None:  # the call's own images, as stored, in their slots
-            with torch.no_grad():
-                score[pos] = guide.criterion(out.to(device).float().div(127.5).sub(1)).float().cpu()[slots]
+            score[pos] = _score(guide.criterion, out, device)[slots]
         stats["guided_steps"] = max(stats["guided_steps"], st["guided_steps"])  # per sample: the schedule's count
-        stats["nonfinite_grads"] += int(sum(st["nonfinite_per_sample"][k] for k in members)) \
-            if "nonfinite_per_sample" in st else st["nonfinite_grads"]
+        stats["nonfinite_grads"] += sum(st["nonfinite_per_sample"][k] for k in members)  # stand-ins not counted
         stats["calls"] += 1
         stats["padded"] += size - len(members)
         bar.update(len(members))
@@ -118,9 +116,14 @@ def score_in_chunks(criterion, images: torch.Tensor, seeds: Sequence[int], size:
         pos = torch.tensor(list(members.values()), dtype=torch.long)
         batch = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8)
         batch[slots] = images[pos]
-        with torch.no_grad():
-            score[pos] = criterion(batch.to(device).float().div(127.5).sub(1)).float().cpu()[slots]
+        score[pos] = _score(criterion, batch, device)[slots]
     return score
+
+
+@torch.no_grad()
+def _score(criterion, images: torch.Tensor, device) -> torch.Tensor:
+    """``criterion`` of one call's uint8 images, read as stored (in [-1, 1])."""
+    return criterion(images.to(device).float().div(127.5).sub(1)).float().cpu()
 
 
 def check_request(labels: torch.Tensor, seeds: Sequence[int], num_classes: int) -> None:

@@ -43,7 +43,8 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
     """
     scheduler.set_timesteps(steps, device=x.device)
     acp = scheduler.alphas_cumprod.to(x.device)
-    stats = {"guided_steps": 0, "nonfinite_grads": 0, "nonfinite_per_sample": [0] * len(x)}
+    stats = {"guided_steps": 0}
+    nonfinite = torch.zeros(len(x), dtype=torch.long)  # guided steps each sample took unguided (NaN/Inf gradient)
     for i, t in enumerate(scheduler.timesteps):
         if guide is not None and guide.active(i, steps):
             a = acp[t].float()
@@ -59,12 +60,10 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
             if guide.grad == "x0":
                 g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
             g = _full(g)
-            bad_rows = (~torch.isfinite(g.flatten(1)).all(dim=1)).tolist()
-            g, bad = guide.rescale(g)
-            stats["nonfinite_per_sample"] = [a + int(b) for a, b in zip(stats["nonfinite_per_sample"], bad_rows)]
+            nonfinite += (~torch.isfinite(g.flatten(1)).all(dim=1)).long().cpu()
+            g, _ = guide.rescale(g)
             eps = _full(eps.detach()) - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
             stats["guided_steps"] += 1
-            stats["nonfinite_grads"] += bad
         else:
             with torch.no_grad():
                 eps = _full(eps_fn(x, t))
@@ -74,4 +73,4 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
         with torch.no_grad():
             x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise,
                                use_clipped_model_output=True).prev_sample
-    return x, stats
+    return x, stats | {"nonfinite_grads": int(nonfinite.sum()), "nonfinite_per_sample": nonfinite.tolist()}

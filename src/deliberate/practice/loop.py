@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from .. import faults
 from ..data.splits import Split
-from ..generation.base import sampling_env
 from ..generation.guidance import build_guide
 from ..learning.learner import Learner
 from .methods import MethodSpec
@@ -57,8 +56,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         faults.point("generate")
         omega = guide.omega if guide is not None else 0.0
         pool.append(out.images, labels, seeds, out.score,
-                    ShardMeta(round_, omega, s.cfg_scale, s.steps, generator.generator_id, s.batch_size,
-                              sampling_env(getattr(generator, "device", "cpu"))),
+                    ShardMeta.made_by(round_, omega, s, generator),
                     extra={"nonfinite_grads": out.stats["nonfinite_grads"]})
         for k in ("seconds", "guided_steps", "nonfinite_grads"):
             stats[k] += out.stats[k]

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import faults
 from ..checkpoint import atomic_write, storage_error
+from ..generation.base import sampling_env
 
 MANIFEST = "manifest.jsonl"
 
@@ -74,21 +75,33 @@ class ShardMeta:
     chunk: int = 0  # samples per model call (sampling.batch_size): part of what fixes a sample's bytes
     env: dict = field(default_factory=dict)  # where it was made (generation.base.sampling_env)
 
+    @classmethod
+    def made_by(cls, round_: int, omega: float, sampling, generator) -> "ShardMeta":
+        """The metadata of a shard that ``generator`` sampled with the ``sampling`` config, here and now."""
+        return cls(round_, omega, sampling.cfg_scale, sampling.steps, generator.generator_id, sampling.batch_size,
+                   sampling_env(getattr(generator, "device", "cpu")))
+
+
+def manifest_scores(score: torch.Tensor) -> list:
+    """Per-sample scores as the manifest keeps them: 5 decimals, None for NaN."""
+    return [None if s != s else round(float(s), 5) for s in score.tolist()]
+
 
 def fingerprint(images: torch.Tensor) -> dict:
     """Per-sample pixel mean and standard deviation (uint8 levels, 2 decimals): what ``deliberate check --repair``
     compares when a shard regenerated in another environment cannot match its SHA-256 bit for bit."""
     x = images.flatten(1).double()
+    if not len(x):
+        return {"pix_mean": [], "pix_std": []}
     return {"pix_mean": [round(float(v), 2) for v in x.mean(1)],
-            "pix_std": [round(float(v), 2) for v in x.std(1, unbiased=False)]} if len(x) else {"pix_mean": [], "pix_std": []}
+            "pix_std": [round(float(v), 2) for v in x.std(1, unbiased=False)]}
 
 
 def shard_record(start: int, images: torch.Tensor, labels: torch.Tensor, seeds: list[int], score: torch.Tensor,
                  meta: ShardMeta, extra: dict | None = None, **files) -> dict:
     """The manifest line of a shard (``files``: its name and SHA-256 where it is written)."""
     return {**files, "start": start, "count": len(labels), **meta.__dict__, "labels": labels.tolist(),
-            "seeds": [int(s) for s in seeds], "score": [None if s != s else round(float(s), 5) for s in score.tolist()],
-            **fingerprint(images), **(extra or {})}
+            "seeds": [int(s) for s in seeds], "score": manifest_scores(score), **fingerprint(images), **(extra or {})}
 
 
 class Pool:
@@ -191,7 +204,8 @@ class Pool:
         path = self.root / name
         tensors = {"images": images.contiguous(), "labels": labels.long().contiguous(),
                    "seeds": torch.tensor(seeds, dtype=torch.int64), "score": score.float().contiguous()}
-        rec = shard_record(start, images, labels, seeds, score, meta, extra, shard=name, sha256=write_shard(path, tensors))
+        rec = shard_record(start, images, labels, seeds, score, meta, extra, shard=name,
+                           sha256=write_shard(path, tensors))
         try:
             append_line(self.root / MANIFEST, (json.dumps(rec) + "\n").encode())
         except BaseException:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..generation.base import sampling_env
 from ..generation.guidance import entropy
 from ..learning.learner import Learner
 from ..registry import METHODS
@@ -80,8 +79,7 @@ class PruneSpec(MethodSpec):
         for lo in range(have, m, s.shard_size):
             sel = kept[lo:lo + s.shard_size]
             pool.append(images[sel], labels[sel], [seeds[i] for i in sel.tolist()], scores[sel],
-                        ShardMeta(0, 0.0, s.cfg_scale, s.steps, generator.generator_id, s.batch_size,
-                              sampling_env(getattr(generator, "device", "cpu"))),
+                        ShardMeta.made_by(0, 0.0, s, generator),
                         extra={"candidates": n_cand, "keep": self.keep, "candidate_index": sel.tolist()})
         counts = np.bincount(labels[kept].numpy(), minlength=generator.num_classes)
         return {"seconds": seconds, "generated": n_cand, "kept_per_class": counts.tolist(),
