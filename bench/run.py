@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from plan import MODES  # noqa: E402
 
-TAGS = ("cfg_sweep", "static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key", "dynamic_curve", "dynamic_key",
-        "prune_curve", "prune_random", "static_iters", "dp_iters", "omega_sweep", "schedule_sweep", "steps_check")
+TAGS = ("cfg_sweep", "static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key", "dynamic_curve",
+        "dynamic_key", "prune_curve", "prune_random", "static_iters", "dp_iters", "omega_sweep", "schedule_sweep", "steps_check")
 
 
 def holding(accs: dict, ref: float, tol: float) -> list:

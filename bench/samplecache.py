@@ -2,10 +2,11 @@
 
 A sample is fixed by (generator id, label, seed, λ, DDIM steps, η, the sampler's version, the generator's bf16 flag,
 the chunk size of its model calls) and, when guided, by the guidance settings and the guiding classifier's weights
-(hashed): every setting that changes its bytes is in the key, so samples made another way are never served. :class:`CachedGenerator` wraps a generator with the same ``sample()``
-signature: hits are read from the cache, misses are generated (in one call) and stored. Because pool sample i has
-label i mod C and seed ``seed_offset + i``, every plain pool is a prefix of one plain stream: the static ladder,
-DP's initial pool, dynamic-unguided's additions and prune's candidates all share it.
+(hashed): every setting that changes its bytes is in the key, so samples made another way are never served.
+:class:`CachedGenerator` wraps a generator with the same ``sample()`` signature: hits are read from the cache, misses
+are generated (in one call) and stored. Because pool sample i has label i mod C and seed ``seed_offset + i``, every
+plain pool is a prefix of one plain stream: the static ladder, DP's initial pool, dynamic-unguided's additions and
+prune's candidates all share it.
 
 Time is *charged*, not re-paid: each stored sample keeps the seconds its generation took (its batch's time split
 evenly), and ``stats["seconds"]`` of a call is the sum over its samples, hits included; ``stats["actual_seconds"]``
@@ -54,11 +55,9 @@ class SampleCache:
         self._chunks: dict[str, list[dict]] = {}
 
     @staticmethod
-    def setting_key(generator_id: str, steps: int, cfg_scale: float, eta: float, gkey: dict | None,
-                    bf16: bool | None = None, chunk: int = 0) -> str:
-        blob = json.dumps({"generator": generator_id, "steps": steps, "cfg_scale": cfg_scale, "eta": eta,
-                           "guide": gkey, "sampler": SAMPLER_VERSION, "bf16": bf16, "chunk": chunk}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    def setting_key(setting: dict) -> str:
+        """The directory key of a sampling setting (see :meth:`CachedGenerator.sample`)."""
+        return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
 
     def _load(self, key: str) -> None:
         if key in self._index:
@@ -118,8 +117,9 @@ class CachedGenerator:
                eta: float = 0.0, batch_size: int = 256, progress: bool = False) -> SampleOutput:
         t0 = time.perf_counter()
         gkey = guide_key(guide)
-        key = SampleCache.setting_key(self.generator_id, steps, cfg_scale, eta, gkey,
-                                      getattr(self.inner, "bf16", None), batch_size)
+        setting = {"generator": self.generator_id, "steps": steps, "cfg_scale": cfg_scale, "eta": eta, "guide": gkey,
+                   "sampler": SAMPLER_VERSION, "bf16": getattr(self.inner, "bf16", None), "chunk": batch_size}
+        key = SampleCache.setting_key(setting)
         labs = [int(v) for v in labels.tolist()]
         seeds = [int(s) for s in seeds]
         found = self.cache.lookup(key, labs, seeds)
@@ -135,9 +135,7 @@ class CachedGenerator:
                      "images": out.images, "score": out.score.float(),
                      "seconds": torch.full((n,), out.stats["seconds"] / n, dtype=torch.float64),
                      "guided_steps": torch.full((n,), float(out.stats["guided_steps"]))}
-            self.cache.store(key, chunk, {"generator": self.generator_id, "steps": steps, "cfg_scale": cfg_scale,
-                                          "eta": eta, "guide": gkey, "sampler": SAMPLER_VERSION,
-                                          "bf16": getattr(self.inner, "bf16", None), "chunk": batch_size})
+            self.cache.store(key, chunk, setting)
             found = self.cache.lookup(key, labs, seeds)
         rows = [self.cache.get(key, w) for w in found]
         images = torch.stack([r["images"] for r in rows]) if rows else torch.zeros((0, *self.image_shape), dtype=torch.uint8)
