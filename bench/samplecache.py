@@ -41,9 +41,12 @@ def guide_key(guide) -> dict | None:
     if guide is None or guide.omega == 0:
         return None
     crit = guide.criterion
-    return {"criterion": type(crit).__name__, "state": module_hash(crit) if isinstance(crit, torch.nn.Module) else
-            repr(crit), "omega": guide.omega, "every": guide.every, "window": list(guide.window), "grad": guide.grad,
-            "scale": guide.scale}
+    key = {"criterion": type(crit).__name__, "state": module_hash(crit) if isinstance(crit, torch.nn.Module) else
+           repr(crit), "omega": guide.omega, "every": guide.every, "window": list(guide.window), "grad": guide.grad,
+           "scale": guide.scale}
+    if getattr(crit, "params", None) and crit.params():  # absent when empty, so earlier keys stay valid
+        key["params"] = crit.params()
+    return key
 
 
 class SampleCache:
@@ -114,11 +117,13 @@ class CachedGenerator:
         self.counts = {"hits": 0, "misses": 0, "charged_seconds": 0.0, "actual_seconds": 0.0}
 
     def sample(self, labels: torch.Tensor, seeds, *, steps: int, cfg_scale: float = 0.0, guide=None,
-               eta: float = 0.0, batch_size: int = 256, progress: bool = False) -> SampleOutput:
+               eta: float = 0.0, batch_size: int = 256, solver: str = "ddim", progress: bool = False) -> SampleOutput:
         t0 = time.perf_counter()
         gkey = guide_key(guide)
         setting = {"generator": self.generator_id, "steps": steps, "cfg_scale": cfg_scale, "eta": eta, "guide": gkey,
                    "sampler": SAMPLER_VERSION, "bf16": getattr(self.inner, "bf16", None), "chunk": batch_size}
+        if solver != "ddim":  # absent for DDIM, so samples cached before solvers existed keep their key
+            setting["solver"] = solver
         key = SampleCache.setting_key(setting)
         labs = [int(v) for v in labels.tolist()]
         seeds = [int(s) for s in seeds]
@@ -128,7 +133,7 @@ class CachedGenerator:
         if miss:
             out = self.inner.sample(labels[miss], [seeds[i] for i in miss], steps=steps, cfg_scale=cfg_scale,
                                     guide=guide if gkey is not None else None, eta=eta, batch_size=batch_size,
-                                    progress=progress)
+                                    solver=solver, progress=progress)
             n = len(miss)
             stats["nonfinite_grads"] += out.stats["nonfinite_grads"]
             chunk = {"labels": labels[miss].long(), "seeds": torch.tensor([seeds[i] for i in miss]),
@@ -144,7 +149,8 @@ class CachedGenerator:
             score = torch.stack([r["score"] for r in rows])
             stats["guided_steps"] = int(round(float(rows[0]["guided_steps"]))) if rows else 0
         elif guide is not None:  # ω = 0 with a criterion: plain samples, scored as stored (as the generators do)
-            score = score_in_chunks(guide.criterion, images, seeds, batch_size, getattr(self.inner, "device", "cpu"))
+            score = score_in_chunks(guide.criterion, images, labels, seeds, batch_size,
+                                    getattr(self.inner, "device", "cpu"))
         else:
             score = torch.full((len(rows),), float("nan"))
         actual = time.perf_counter() - t0

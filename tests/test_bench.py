@@ -136,7 +136,8 @@ class FakeGenerator:
         self.made = 0
         self.calls = 0
 
-    def sample(self, labels, seeds, *, steps, cfg_scale=0.0, guide=None, eta=0.0, batch_size=256, progress=False):
+    def sample(self, labels, seeds, *, steps, cfg_scale=0.0, guide=None, eta=0.0, batch_size=256, solver="ddim",
+               progress=False):
         out = []
         for lab, s in zip(labels.tolist(), seeds):
             g = torch.Generator().manual_seed(int(s))

@@ -162,7 +162,7 @@ def test_entropy_gradient_matches_finite_differences():
         return m.eps(x_.flatten(1)).view_as(x_)
 
     omega = 0.7
-    guide = Guide(lambda img: entropy(m.clf(img)), omega, window=(0.3, 0.4))  # only step 3 of 10
+    guide = Guide(lambda img, y=None: entropy(m.clf(img)), omega, window=(0.3, 0.4))  # only step 3 of 10
     guided_ddim(eps_fn, Probe(sched), x, 10, guide)
     xs = x.clone()
     eps_list = captured["eps"]
@@ -189,7 +189,7 @@ def test_x0_approximation_equals_exact_when_unet_ignores_input():
         sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
         x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
         outs[mode], _ = guided_ddim(lambda x_, t_: const + 0 * x_, sched, x, 5,
-                                    Guide(lambda img: entropy(clf(img)), 0.5, grad=mode))
+                                    Guide(lambda img, y=None: entropy(clf(img)), 0.5, grad=mode))
     assert torch.allclose(outs["unet"], outs["x0"], atol=1e-5)
 
 
@@ -206,7 +206,7 @@ def test_schedule_guides_exactly_the_chosen_steps():
     """``guidance.every`` and ``guidance.window`` select DDIM steps (0 = the noisiest); ω = 0 guides none."""
     from diffusers import DDIMScheduler
 
-    crit = lambda img: entropy(img.flatten(1)[:, :3])  # noqa: E731
+    crit = lambda img, y=None: entropy(img.flatten(1)[:, :3])  # noqa: E731
     assert [i for i in range(10) if Guide(crit, 1.0, every=3).active(i, 10)] == [0, 3, 6, 9]
     assert [i for i in range(10) if Guide(crit, 1.0, window=(0.5, 1.0)).active(i, 10)] == [5, 6, 7, 8, 9]
     assert [i for i in range(10) if Guide(crit, 1.0, every=2, window=(0.0, 0.5)).active(i, 10)] == [0, 2, 4]
@@ -245,7 +245,7 @@ def test_guided_arithmetic_tends_to_unguided_as_omega_tends_to_zero():
     def run(omega):
         sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=True)
         out, st = guided_ddim(lambda x_, t_: m.eps(x_.flatten(1)).view_as(x_), sched, x.clone(), 8,
-                              Guide(lambda img: entropy(m.clf(img)), omega))
+                              Guide(lambda img, y=None: entropy(m.clf(img)), omega))
         return out, st
 
     plain, st0 = run(0.0)

@@ -51,6 +51,11 @@ class GeneratorConfig:
     lr: float = 1e-3
     ema_decay: float = 0.995
     cond_drop: float = 0.1  # probability of the null class during training (classifier-free guidance)
+    # Training objective (pixel backend): what the UNet predicts, and how the per-timestep loss is weighted.
+    # epsilon | v_prediction (Salimans & Ho 2022); uniform | min_snr (Hang et al. 2023, min(SNR, γ) weighting)
+    prediction: Literal["epsilon", "v_prediction"] = "epsilon"
+    loss_weight: Literal["uniform", "min_snr"] = "uniform"
+    min_snr_gamma: float = 5.0
     bf16: bool = True
     seed: int = 0
     # Stable Diffusion backend
@@ -66,7 +71,9 @@ class GeneratorConfig:
 
 @dataclass
 class SamplingConfig:
-    steps: int = 25  # DDIM steps
+    steps: int = 25  # solver steps (model evaluations per sample, ×2 with classifier-free guidance)
+    # ddim (first order, the paper's) | dpmpp_2m (DPM-Solver++ 2M) | unipc (UniPC-2M); all from diffusers, x̂0 clipped
+    solver: Literal["ddim", "dpmpp_2m", "unipc"] = "ddim"
     cfg_scale: float = 3.0  # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5); chosen on validation (bench/cfg_sweep.py, README)
     eta: float = 0.0
     batch_size: int = 250  # samples per model call: index-aligned chunks of seeds (generation/base.py); fixes bytes
@@ -81,7 +88,9 @@ class GuidanceConfig:
     every: int = 1  # guide every k-th DDIM step
     window: tuple = (0.0, 1.0)  # guide only within this fraction of the trajectory (0 = first step)
     grad: Literal["unet", "x0"] = "unet"  # exact gradient through the UNet, or w.r.t. x̂0 only
-    scale: Literal["raw", "normalized"] = "raw"
+    scale: Literal["raw", "normalized", "paper"] = "raw"  # paper: x_t += ω·‖x_t‖·g/‖g‖ (docs/guidance_scale.md)
+    floor: float = 0.0  # entropy_onlabel: guide a sample only while f(y|x̂0) ≥ floor (and y is the argmax)
+    cap: float = 0.6931471805599453  # loss_capped: ascend −log f(y|x̂0) only while below this (log 2: f(y) = 1/2)
 
 
 @dataclass
@@ -97,9 +106,13 @@ class LearnerConfig:
     label_smoothing: float = 0.1
     ema: bool = False
     ema_decay: float = 0.999
+    # decay ramps as 1 − (1 + step)^(−2/3) up to ema_decay (timm ModelEmaV3 warmup): without it, after 400 steps at
+    # 0.999 two thirds of the average is still the initialisation (0.999^400 ≈ 0.67)
+    ema_warmup: bool = True
     mixup: float = 0.0
     cutmix: float = 0.0
-    augment: bool = True  # random crop with padding + horizontal flip
+    augment: bool = True  # random crop with padding (+ horizontal flip when hflip)
+    hflip: bool = True  # part of augment; Fashion-MNIST items all face one way, so a flip makes unseen images
     bf16: bool = False
     channels_last: bool = False
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
@@ -293,6 +306,11 @@ def validate(cfg: Config) -> None:
     need(1 <= s.steps <= g.num_train_timesteps, f"sampling.steps must be in [1, {g.num_train_timesteps}], got {s.steps}")
     need(s.cfg_scale >= 0, f"sampling.cfg_scale must be >= 0, got {s.cfg_scale}")
     need(s.eta >= 0, f"sampling.eta must be >= 0, got {s.eta}")
+    need(s.eta == 0 or s.solver == "ddim", f"sampling.eta={s.eta} needs sampling.solver=ddim (the multistep solvers "
+         f"are deterministic here), got {s.solver}")
+    need(0 <= cfg.guidance.floor < 1, f"guidance.floor must be in [0, 1), got {cfg.guidance.floor}")
+    need(cfg.guidance.cap > 0, f"guidance.cap must be > 0, got {cfg.guidance.cap}")
+    need(g.min_snr_gamma > 0, f"generator.min_snr_gamma must be > 0, got {g.min_snr_gamma}")
     need(s.batch_size > 0 and s.shard_size > 0, "sampling.batch_size and sampling.shard_size must be > 0")
     need(s.seed_offset >= 0, "sampling.seed_offset must be >= 0")
     need(gd.criterion in CRITERIA, f"guidance.criterion: unknown criterion '{gd.criterion}' (known: {sorted(CRITERIA)})")

@@ -107,6 +107,8 @@ def _reference_key(cfg, data_meta: dict, iterations: int, seed: int) -> str:
     lr = cfg.learner
     fields = {k: getattr(lr, k) for k in ("model", "batch_size", "lr", "weight_decay", "warmup_frac", "decay_frac",
                                           "label_smoothing", "augment")}
+    if not lr.hflip:  # in the key only when off, so references cached before the option existed keep their key
+        fields["hflip"] = False
     fields |= {"iterations": iterations, "seed": seed, "data": {"seed": data_meta.get("seed"),
                                                                 "gen_train": data_meta.get("gen_train")}}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:12]
@@ -177,3 +179,58 @@ def round_stats(pool, reference) -> list[dict]:
                     "entropy_guiding": float(np.nanmean(s)) if np.isfinite(s).any() else None,
                     "entropy_reference": float(ent_ref[m].mean())})
     return out
+
+
+# ---------------------------------------------------------------------------------------- FID / KID
+class ReferenceFeatures(torch.nn.Module):
+    """The reference classifier's penultimate features of uint8 images: the real-data feature network of FID/KID
+    here (an ImageNet Inception would need a download and does not know Fashion-MNIST; torchmetrics takes any
+    module that has ``num_features``)."""
+
+    def __init__(self, reference, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.reference = reference
+        with torch.no_grad():
+            self.num_features = int(self(torch.zeros(1, *image_shape, dtype=torch.uint8)).shape[-1])
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from .learning.learner import to_float
+
+        model = self.reference.eval_model
+        was = model.training
+        model.eval()
+        pre, net = model[0], model[1]
+        x = pre(to_float(images).to(self.reference.device))
+        if hasattr(net, "forward_head"):  # timm models
+            out = net.forward_head(net.forward_features(x), pre_logits=True)
+        else:  # cnn_small: every layer before the final Dropout + Linear
+            layers = list(net)
+            while isinstance(layers[-1], (torch.nn.Linear, torch.nn.Dropout)):
+                layers.pop()
+            for layer in layers:
+                x = layer(x)
+            out = x
+        model.train(was)
+        return out.float().cpu()
+
+
+def fid_kid(reference, real: torch.Tensor, fake: torch.Tensor, batch: int = 500, kid_subset: int = 500,
+            seed: int = 0) -> dict:
+    """FID and KID (×1000, mean ± std over subsets) of uint8 ``fake`` images against uint8 ``real`` ones, in the
+    reference classifier's feature space (torchmetrics, offline)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    feats = ReferenceFeatures(reference, tuple(real.shape[1:]))
+    fid = FrechetInceptionDistance(feature=feats)
+    torch.manual_seed(seed)  # KID draws its subsets from torch's global RNG
+    kid = KernelInceptionDistance(feature=feats, subset_size=min(kid_subset, len(real), len(fake)))
+    for m in (fid, kid):
+        for images, is_real in ((real, True), (fake, False)):
+            for s in range(0, len(images), batch):
+                m.update(images[s:s + batch], real=is_real)
+    k_mean, k_std = kid.compute()
+    return {"fid": round(float(fid.compute()), 3), "kid_x1000": round(float(k_mean) * 1000, 3),
+            "kid_x1000_std": round(float(k_std) * 1000, 3), "real": len(real), "fake": len(fake),
+            "features": feats.num_features}

@@ -81,6 +81,25 @@ def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: P
     return result, learner, pool
 
 
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def time_left(cfg: Config, methods: list[str], done: dict[str, PracticeResult]) -> float | None:
+    """Seconds the ``methods`` still to run should take at the rates the first finished method measured (training
+    and evaluation seconds per iteration, plain-generation seconds per sample); None before one finished. Methods
+    sized by DP generate DP's pool plainly, the others their initial pool."""
+    if not done:
+        return None
+    r = next(iter(done.values()))
+    per_it = (r.seconds["training"] + r.seconds["evaluation"]) / max(1, r.iterations)
+    plain = cfg.practice.initial_samples if r.seconds.get("guided_generation") else r.samples
+    per_sample = r.seconds["generation"] / max(1, plain)
+    size = done["dp"].samples if "dp" in done else cfg.practice.max_samples
+    return sum(cfg.practice.iterations * per_it + (size if m in SIZED_BY_DP else cfg.practice.initial_samples)
+               * per_sample for m in methods)
+
+
 def evaluate_held_out(learners: dict[str, Learner], splits: RealSplits) -> dict[str, float]:
     """Held-out test accuracy of each final learner: the only read of the test split."""
     test = splits.test.read("final held-out evaluation")
@@ -144,8 +163,13 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
     pools: dict[str, Pool] = {}
-    for name in order_methods(cfg.run.methods):
+    methods = order_methods(cfg.run.methods)
+    for k, name in enumerate(methods):
         budget = results["dp"].samples if name in SIZED_BY_DP and "dp" in results else None
+        if main:
+            print(f"[stage {k + 1}/{len(methods)}] {name}  (elapsed {_mmss(time.perf_counter() - t_start)}"
+                  + (f", about {_mmss(eta)} left)" if (eta := time_left(cfg, methods[k:], results)) else ")"),
+                  flush=True)
         results[name], learners[name], pools[name] = run_method(name, cfg, splits, generator, run_dir, device, budget,
                                                                 progress)
         r = results[name]

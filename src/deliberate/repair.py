@@ -192,7 +192,8 @@ def repair(run_dir: str | Path, log=print) -> CheckReport:
             log(f"regenerating {st.method}/{st.shard} ({rec['count']} samples, round {rec['round']})")
             labels = torch.tensor(rec["labels"], dtype=torch.int64)
             out = generator.sample(labels, rec["seeds"], steps=rec["steps"], cfg_scale=rec["cfg_scale"], guide=guide,
-                                   eta=cfg.sampling.eta, batch_size=cfg.sampling.batch_size)
+                                   eta=cfg.sampling.eta, batch_size=cfg.sampling.batch_size,
+                                   solver=rec.get("solver", "ddim"))
             tensors = {"images": out.images.contiguous(), "labels": labels,
                        "seeds": torch.tensor(rec["seeds"], dtype=torch.int64), "score": out.score.float().contiguous()}
             sha = hashlib.sha256(save(tensors)).hexdigest()

@@ -37,7 +37,8 @@ class Generator(Protocol):
     image_shape: tuple[int, int, int]
 
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], *, steps: int, cfg_scale: float = 0.0,
-               guide=None, eta: float = 0.0, batch_size: int = 256, progress: bool = False) -> SampleOutput:
+               guide=None, eta: float = 0.0, batch_size: int = 256, solver: str = "ddim",
+               progress: bool = False) -> SampleOutput:
         """Images for (label, seed) pairs. ``batch_size`` is B, the slots of every model call (index-aligned
         chunks of seeds, see the module doc): a setting of the samples, not of the request."""
 
@@ -95,7 +96,7 @@ def sample_in_chunks(labels: torch.Tensor, seeds: Sequence[int], size: int, imag
         pos = torch.tensor(list(members.values()), dtype=torch.long)
         images[pos] = out[slots]
         if guide is not None:  # the call's own images, as stored, in their slots
-            score[pos] = _score(guide.criterion, out, device)[slots]
+            score[pos] = _score(guide.criterion, out, y, device)[slots]
         stats["guided_steps"] = max(stats["guided_steps"], st["guided_steps"])  # per sample: the schedule's count
         stats["nonfinite_grads"] += sum(st["nonfinite_per_sample"][k] for k in members)  # stand-ins not counted
         stats["calls"] += 1
@@ -106,7 +107,7 @@ def sample_in_chunks(labels: torch.Tensor, seeds: Sequence[int], size: int, imag
     return SampleOutput(images, score, stats)
 
 
-def score_in_chunks(criterion, images: torch.Tensor, seeds: Sequence[int], size: int,
+def score_in_chunks(criterion, images: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int], size: int,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """``criterion`` of stored uint8 ``images`` read in the same index-aligned calls as sampling (stand-in slots are
     zeros), so that a sample's score does not depend on the request either."""
@@ -116,14 +117,16 @@ def score_in_chunks(criterion, images: torch.Tensor, seeds: Sequence[int], size:
         pos = torch.tensor(list(members.values()), dtype=torch.long)
         batch = torch.zeros((size, *images.shape[1:]), dtype=torch.uint8)
         batch[slots] = images[pos]
-        score[pos] = _score(criterion, batch, device)[slots]
+        lab = torch.zeros(size, dtype=torch.long)
+        lab[slots] = labels[pos].long()
+        score[pos] = _score(criterion, batch, lab, device)[slots]
     return score
 
 
 @torch.no_grad()
-def _score(criterion, images: torch.Tensor, device) -> torch.Tensor:
-    """``criterion`` of one call's uint8 images, read as stored (in [-1, 1])."""
-    return criterion(images.to(device).float().div(127.5).sub(1)).float().cpu()
+def _score(criterion, images: torch.Tensor, labels: torch.Tensor, device) -> torch.Tensor:
+    """``criterion`` of one call's uint8 images, read as stored (in [-1, 1]), with their intended labels."""
+    return criterion(images.to(device).float().div(127.5).sub(1), labels.to(device)).float().cpu()
 
 
 def check_request(labels: torch.Tensor, seeds: Sequence[int], num_classes: int) -> None:

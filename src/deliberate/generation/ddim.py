@@ -17,13 +17,34 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from .guidance import Guide
 
 # Bumped whenever the sampler's arithmetic changes the bytes it produces (caches key on it).
 # 2: ε re-derived from the clipped x̂0; index-aligned model calls (generation/base.py).
 SAMPLER_VERSION = 2
+
+SOLVERS = {"dpmpp_2m": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+
+
+def make_solver(scheduler: DDIMScheduler, solver: str):
+    """The scheduler that integrates a sampling run: ``scheduler`` itself for ``ddim``; otherwise a fresh multistep
+    solver (it keeps the previous model outputs, so one per run) with the same noise schedule, in data-prediction
+    form, whose x̂0 is clipped to [-1, 1] where ``scheduler`` clips (diffusers' thresholding with
+    ``sample_max_value=1`` is exactly a clip). DPM-Solver++ 2M: Lu et al. 2022; UniPC: Zhao et al. 2023."""
+    if solver == "ddim":
+        return scheduler
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver '{solver}' (known: ddim, {', '.join(SOLVERS)})")
+    c = scheduler.config
+    clip = bool(c.get("clip_sample", False))
+    kw = dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
+              beta_schedule=c.beta_schedule, trained_betas=c.get("trained_betas"), prediction_type="epsilon",
+              solver_order=2, thresholding=clip, sample_max_value=float(c.get("clip_sample_range", 1.0)))
+    if solver == "dpmpp_2m":
+        kw["algorithm_type"] = "dpmsolver++"
+    return SOLVERS[solver](**kw)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -34,13 +55,18 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler: DDIMScheduler,
                 x: torch.Tensor, steps: int, guide: Guide | None = None,
                 decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, eta: float = 0.0,
-                rngs: list[torch.Generator] | None = None) -> tuple[torch.Tensor, dict]:
-    """Run DDIM from x_T = ``x``; returns the final sample (in the scheduler's space) and step statistics.
+                rngs: list[torch.Generator] | None = None, solver: str = "ddim",
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Run DDIM (or the multistep ``solver``, :func:`make_solver`) from x_T = ``x``; returns the final sample (in the
+    scheduler's space) and step statistics. Guidance changes ε the same way under every solver (x̂0 read at the
+    step's t, Eq. 4); the solver then builds its update from the guided ε.
 
     ``eps_fn(x_t, t)`` is the (classifier-free-guided) noise prediction; ``decode`` maps x̂0 to the image space
-    the criterion reads (identity in pixel space, the VAE decoder in latent space). With η > 0, the per-step noise
+    the criterion reads (identity in pixel space, the VAE decoder in latent space); ``labels`` are the intended
+    labels the criterion receives. With η > 0, the per-step noise
     of each sample is drawn from its own RNG in ``rngs`` so that samples stay independent of batching.
     """
+    scheduler = make_solver(scheduler, solver)
     scheduler.set_timesteps(steps, device=x.device)
     acp = scheduler.alphas_cumprod.to(x.device)
     stats = {"guided_steps": 0}
@@ -55,14 +81,19 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
                 x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
                 if guide.grad == "x0":
                     x0 = x0.detach().requires_grad_(True)
-                h = guide.criterion(decode(x0))
+                h = guide.criterion(decode(x0), labels)
                 (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
             if guide.grad == "x0":
                 g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
             g = _full(g)
             nonfinite += (~torch.isfinite(g.flatten(1)).all(dim=1)).long().cpu()
             g, _ = guide.rescale(g)
-            eps = _full(eps.detach()) - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
+            eps = _full(eps.detach())
+            if guide.scale == "paper":  # FG convention: x_t += ω·‖x_t‖·g/‖g‖, ε unchanged
+                norm = x.detach().float().flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+                x = (x.detach() + guide.omega * norm * g).to(x.dtype)
+            else:
+                eps = eps - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
             stats["guided_steps"] += 1
         else:
             with torch.no_grad():
@@ -71,6 +102,9 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
         if eta > 0 and rngs is not None:
             noise = torch.stack([torch.randn(x.shape[1:], generator=r) for r in rngs]).to(x.device, x.dtype)
         with torch.no_grad():
-            x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise,
-                               use_clipped_model_output=True).prev_sample
+            if solver == "ddim":
+                x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise,
+                                   use_clipped_model_output=True).prev_sample
+            else:
+                x = scheduler.step(eps.to(x.dtype), t, x.detach()).prev_sample
     return x, stats | {"nonfinite_grads": int(nonfinite.sum()), "nonfinite_per_sample": nonfinite.tolist()}

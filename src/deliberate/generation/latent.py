@@ -217,7 +217,7 @@ class LatentDiffusion:
 
     # ----------------------------------------------------------------------------------------------- sample
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], *, steps: int = 50, cfg_scale: float = 0.0,
-               guide: Guide | None = None, eta: float = 0.0, batch_size: int = 16,
+               guide: Guide | None = None, eta: float = 0.0, batch_size: int = 16, solver: str = "ddim",
                progress: bool = False) -> SampleOutput:
         """Images (uint8) for ``labels``; sample i depends only on (label, ``seeds[i]``, ω, λ, steps, η) and the call
         size B (index-aligned calls, :func:`~deliberate.generation.base.sample_in_chunks`)."""
@@ -228,9 +228,9 @@ class LatentDiffusion:
         if guide is not None and self.device.type == "cuda" and self.amp_dtype != torch.float32:
             crit = guide.criterion
 
-            def amp_criterion(images: torch.Tensor) -> torch.Tensor:
+            def amp_criterion(images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
                 with self._autocast():
-                    return crit(images).float()
+                    return crit(images, labels).float()
 
             guide = dataclasses.replace(guide, criterion=amp_criterion)
         uncond = self.embed([""]) if cfg_scale else None
@@ -240,7 +240,7 @@ class LatentDiffusion:
             z, rngs = per_sample_noise(sd, self.latent_shape, self.device)
             z = z * self.scheduler.init_noise_sigma
             z, st = guided_ddim(self.eps_fn(cond, uncond, cfg_scale), self.scheduler, z, steps, guide,
-                                decode=self.decode, eta=eta, rngs=rngs)
+                                decode=self.decode, eta=eta, rngs=rngs, solver=solver, labels=y.to(self.device))
             with torch.no_grad():
                 return to_uint8(self.decode(z)).cpu(), st
 

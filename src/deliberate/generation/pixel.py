@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from ..registry import GENERATORS
@@ -27,6 +27,7 @@ from .ddim import guided_ddim
 from .guidance import Guide
 
 META_FILE = "deliberate_generator.json"
+OBJECTIVE_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0}
 
 
 class GeneratorError(RuntimeError):
@@ -49,6 +50,9 @@ def generator_key(cfg, data_meta: dict) -> str:
     fields = {k: getattr(cfg, k) for k in ("name", "block_out_channels", "layers_per_block", "num_train_timesteps",
                                            "beta_schedule", "train_steps", "batch_size", "lr", "ema_decay",
                                            "cond_drop", "bf16", "seed")}
+    # objective options enter the key only when not the original ones, so generators cached before they existed keep
+    # their key
+    fields |= {k: getattr(cfg, k) for k, old in OBJECTIVE_DEFAULTS.items() if getattr(cfg, k) != old}
     fields["data"] = {k: data_meta.get(k) for k in ("seed",)} | {"gen_train": data_meta.get("gen_train")}
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -59,8 +63,9 @@ class PixelDiffusion:
     """Class-conditional DDPM/DDIM in pixel space; images in [-1, 1]."""
 
     def __init__(self, unet: UNet2DModel, scheduler: DDIMScheduler, num_classes: int, generator_id: str = "untrained",
-                 bf16: bool = True, device: str | torch.device = "cpu"):
+                 bf16: bool = True, device: str | torch.device = "cpu", prediction: str = "epsilon"):
         self.unet = unet.to(device).eval().requires_grad_(False)
+        self.prediction = prediction  # what the UNet outputs; sampling always works with ε (see eps_fn)
         self.scheduler = scheduler
         self.num_classes = num_classes
         self.image_shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
@@ -75,7 +80,7 @@ class PixelDiffusion:
         unet = build_unet(cfg, num_classes, image_shape)
         sched = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                               clip_sample=True, set_alpha_to_one=True, prediction_type="epsilon")
-        return cls(unet, sched, num_classes, bf16=cfg.bf16, device=device)
+        return cls(unet, sched, num_classes, bf16=cfg.bf16, device=device, prediction=cfg.prediction)
 
     def save(self, path: str | Path, extra: dict | None = None) -> None:
         """Write weights (safetensors), UNet and scheduler configs and our metadata; atomic via a temp folder."""
@@ -87,7 +92,7 @@ class PixelDiffusion:
         weights = (tmp / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
         self.generator_id = f"pixel_unet-{hashlib.sha256(weights).hexdigest()[:12]}"
         meta = {"name": "pixel_unet", "num_classes": self.num_classes, "generator_id": self.generator_id,
-                "image_shape": list(self.image_shape), **(extra or {})}
+                "image_shape": list(self.image_shape), "prediction": self.prediction, **(extra or {})}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if path.exists():
             shutil.rmtree(path)
@@ -110,11 +115,17 @@ class PixelDiffusion:
                                      f"{want} / {cfg.layers_per_block} in generator.*")
         sched = DDIMScheduler.from_pretrained(path / "scheduler")
         return cls(unet, sched, meta["num_classes"], meta["generator_id"], bf16=cfg.bf16 if cfg else True,
-                   device=device)
+                   device=device, prediction=meta.get("prediction", "epsilon"))
 
     # ------------------------------------------------------------------------------------------------ train
     def fit(self, images: torch.Tensor, labels: torch.Tensor, cfg, progress: bool = True, log=None) -> list[float]:
-        """DDPM training (ε-prediction, MSE) on uint8 ``images``; EMA weights are kept. Returns the loss curve."""
+        """DDPM training on uint8 ``images``; EMA weights are kept. Returns the loss curve.
+
+        Objective (``cfg.prediction``): ε-prediction, ‖ε̂ − ε‖², or v-prediction, ‖v̂ − v‖² with
+        v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0 (Salimans & Ho 2022). Weighting (``cfg.loss_weight``): uniform, or min-SNR-γ
+        (Hang et al. 2023): the per-sample loss times min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ)/(SNR_t + 1) for v,
+        with SNR_t = ᾱ_t/(1−ᾱ_t) — both equal min(SNR_t, γ)·‖x̂0 − x0‖², capping the weight of the easy low-noise
+        steps that dominate uniform training."""
         dev = self.device
         torch.manual_seed(cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed)
@@ -139,7 +150,13 @@ class PixelDiffusion:
             xt = noise_sched.add_noise(x0, noise, t)
             with autocast(dev, self.bf16):
                 pred = unet(xt, t, class_labels=y).sample
-            loss = F.mse_loss(pred.float(), noise)
+            target = noise if cfg.prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
+            per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
+            if cfg.loss_weight == "min_snr":
+                snr = compute_snr(noise_sched, t)
+                per_sample = per_sample * snr.clamp_max(cfg.min_snr_gamma) / (snr if cfg.prediction == "epsilon"
+                                                                              else snr + 1)
+            loss = per_sample.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -157,21 +174,28 @@ class PixelDiffusion:
 
     # ----------------------------------------------------------------------------------------------- sample
     def eps_fn(self, labels: torch.Tensor, cfg_scale: float):
-        """ε(x_t, t) with classifier-free guidance ε = (1+λ)ε(x,y) − λε(x) (Eq. 5)."""
+        """ε(x_t, t) with classifier-free guidance ε = (1+λ)ε(x,y) − λε(x) (Eq. 5). A v-prediction model's output
+        is turned into ε = sqrt(ᾱ_t)·v + sqrt(1−ᾱ_t)·x_t first, so that the sampler and guidance see ε alone."""
         null = torch.full_like(labels, self.num_classes)
+        acp = self.scheduler.alphas_cumprod
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with autocast(self.device, self.bf16):
                 if cfg_scale == 0:
-                    return self.unet(x, t, class_labels=labels).sample.float()
-                both = self.unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample.float()
-                cond, uncond = both.chunk(2)
-                return (1 + cfg_scale) * cond - cfg_scale * uncond
+                    out = self.unet(x, t, class_labels=labels).sample.float()
+                else:
+                    both = self.unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample.float()
+                    cond, uncond = both.chunk(2)
+                    out = (1 + cfg_scale) * cond - cfg_scale * uncond
+            if self.prediction == "v_prediction":
+                a = acp[int(t)].to(x.device)
+                out = a.sqrt() * out + (1 - a).sqrt() * x.float()
+            return out
 
         return fn
 
     def sample(self, labels: torch.Tensor, seeds: Sequence[int], *, steps: int = 25, cfg_scale: float = 0.0,
-               guide: Guide | None = None, eta: float = 0.0, batch_size: int = 256,
+               guide: Guide | None = None, eta: float = 0.0, batch_size: int = 256, solver: str = "ddim",
                progress: bool = False) -> SampleOutput:
         """Images (uint8) for ``labels``, sample i drawn from ``seeds[i]`` alone (see :func:`per_sample_noise`), in
         index-aligned calls of ``batch_size`` slots (:func:`~deliberate.generation.base.sample_in_chunks`)."""
@@ -180,7 +204,7 @@ class PixelDiffusion:
         def call(y: torch.Tensor, sd: list[int]):
             x, rngs = per_sample_noise(sd, self.image_shape, self.device)
             x, st = guided_ddim(self.eps_fn(y.to(self.device), cfg_scale), self.scheduler, x, steps, guide, eta=eta,
-                                rngs=rngs)
+                                rngs=rngs, solver=solver, labels=y.to(self.device))
             return to_uint8(x).cpu(), st
 
         return sample_in_chunks(labels, seeds, batch_size, self.image_shape, call, guide, self.device, progress,
@@ -199,10 +223,12 @@ def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log
         gen = PixelDiffusion.load(path, g, device)
         return gen, {"source": "cache", "path": str(path), "generator_id": gen.generator_id, "key": key}
     gen = PixelDiffusion.create(g, splits.num_classes, tuple(splits.gen_train.images.shape[1:]), device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     losses = gen.fit(splits.gen_train.images, splits.gen_train.labels, g, progress=progress, log=log)
     seconds = time.perf_counter() - t0
-    gen.save(path, extra={"key": key, "train_seconds": round(seconds, 1), "final_loss": losses[-1] if losses else None,
+    gen.save(path, extra={"key": key, "train_seconds": round(seconds, 1),
+                          "train_cpu_seconds": round(time.process_time() - c0, 1),  # all threads of this process
+                          "final_loss": losses[-1] if losses else None,
                           "config": {k: v for k, v in vars(g).items()}})
     return gen, {"source": "trained", "path": str(path), "generator_id": gen.generator_id, "key": key,
                  "train_seconds": round(seconds, 1)}

@@ -31,9 +31,10 @@ def augment_params(n: int, g: torch.Generator, pad: int = 2) -> tuple[torch.Tens
     return dx, dy, torch.rand(n, generator=g) < 0.5
 
 
-def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (reflect padding) and horizontal flip, per sample; ``params``
-    (from :func:`augment_params`) are drawn from ``g`` when not given."""
+def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None, hflip: bool = True) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (reflect padding) and, with ``hflip``, horizontal flip, per
+    sample; ``params`` (from :func:`augment_params`) are drawn from ``g`` when not given (flips are drawn either
+    way, so the translations do not depend on ``hflip``)."""
     b, _, h, w = x.shape
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
     dx, dy, flip = augment_params(b, g, pad) if params is None else params
@@ -41,6 +42,8 @@ def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None) -> t
     cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
     out = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
              rows[:, None, :, None], cols[:, None, None, :]]
+    if not hflip:
+        return out
     flip = flip.to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
@@ -62,7 +65,7 @@ class Learner:
         groups = param_groups_weight_decay(self.model, cfg.weight_decay)
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
         self.schedule = WarmupStableDecay(total_iterations, cfg.warmup_frac, cfg.decay_frac)
-        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay) if cfg.ema else None
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema else None
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
             self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
@@ -101,7 +104,7 @@ class Learner:
             x = to_float(images[k * m:(k + 1) * m]).to(self.device, non_blocking=True)
             y = labels[k * m:(k + 1) * m].to(self.device, non_blocking=True)
             if params is not None:
-                x = augment(x, self.rng, params=tuple(p[c::n * w] for p in params))
+                x = augment(x, self.rng, params=tuple(p[c::n * w] for p in params), hflip=self.cfg.hflip)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
             if self.cfg.channels_last:

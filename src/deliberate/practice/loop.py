@@ -52,7 +52,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         labels = idx % generator.num_classes
         seeds = [s.seed_offset + int(i) for i in idx]
         out = generator.sample(labels, seeds, steps=s.steps, cfg_scale=s.cfg_scale, guide=guide, eta=s.eta,
-                               batch_size=s.batch_size, progress=progress)  # per-call progress inside the shard
+                               batch_size=s.batch_size, solver=s.solver, progress=progress)  # per-call progress inside the shard
         faults.point("generate")
         omega = guide.omega if guide is not None else 0.0
         pool.append(out.images, labels, seeds, out.score,

@@ -74,12 +74,13 @@ class ShardMeta:
     generator_id: str
     chunk: int = 0  # samples per model call (sampling.batch_size): part of what fixes a sample's bytes
     env: dict = field(default_factory=dict)  # where it was made (generation.base.sampling_env)
+    solver: str = "ddim"  # sampling.solver
 
     @classmethod
     def made_by(cls, round_: int, omega: float, sampling, generator) -> "ShardMeta":
         """The metadata of a shard that ``generator`` sampled with the ``sampling`` config, here and now."""
         return cls(round_, omega, sampling.cfg_scale, sampling.steps, generator.generator_id, sampling.batch_size,
-                   sampling_env(getattr(generator, "device", "cpu")))
+                   sampling_env(getattr(generator, "device", "cpu")), sampling.solver)
 
 
 def manifest_scores(score: torch.Tensor) -> list:

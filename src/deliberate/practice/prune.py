@@ -53,7 +53,8 @@ class PruneSpec(MethodSpec):
             idx = torch.arange(lo, min(n_cand, lo + s.shard_size))
             lab = idx % generator.num_classes
             sd = [s.seed_offset + int(i) for i in idx]
-            out = generator.sample(lab, sd, steps=s.steps, cfg_scale=s.cfg_scale, eta=s.eta, batch_size=s.batch_size)
+            out = generator.sample(lab, sd, steps=s.steps, cfg_scale=s.cfg_scale, eta=s.eta, batch_size=s.batch_size,
+                                   solver=s.solver)
             seconds["generation"] += out.stats["seconds"]
             images.append(out.images)
             labels.append(lab)
