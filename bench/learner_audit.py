@@ -1,0 +1,87 @@
+"""Learner audit: horizontal flips kept or dropped by validation accuracy.
+
+    python bench/learner_audit.py [--samples 1000] [--iterations 600] [--seeds 0,1,2] [overrides...]
+
+Static generation with the default config: the first ``--samples`` plain samples of the default generator (from the
+benchmark's sample cache when present), one ``cnn_small`` per (learner variant, seed), each trained for
+``--iterations`` with the default schedule. Validation accuracy chooses; the held-out test split is read once, at
+the end, for every learner. Writes ``bench/results/learner_audit.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deliberate.config import load_config  # noqa: E402
+from deliberate.data.splits import load_splits  # noqa: E402
+from deliberate.job import obtain_generator  # noqa: E402
+
+from generator_quality import static_runs  # noqa: E402
+from samplecache import CachedGenerator, SampleCache  # noqa: E402
+
+VARIANTS = {
+    "flip (before)": ["learner.hflip=true"],
+    "no flip": ["learner.hflip=false"],
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_intermixed_args(argv)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    t0 = time.perf_counter()
+    base = load_config(None, list(args.overrides))
+    d = base.data
+    splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
+    gen, info = obtain_generator(base, splits, "cpu", True)
+    cached = CachedGenerator(gen, SampleCache(Path(base.generator.cache_dir).parent / "bench-samples"))
+    s = base.sampling
+    labels = torch.arange(args.samples) % splits.num_classes
+    out = cached.sample(labels, list(range(s.seed_offset, s.seed_offset + args.samples)), steps=s.steps,
+                        cfg_scale=s.cfg_scale, batch_size=s.batch_size, solver=s.solver, progress=True)
+    print(f"[{time.perf_counter() - t0:.0f}s] {args.samples} samples of {info['generator_id']}", flush=True)
+    rows, learners = {}, {}
+    for name, over in VARIANTS.items():
+        cfg = load_config(None, list(args.overrides) + over)
+        learners[name] = static_runs(out.images, labels, splits, cfg, seeds, args.iterations, "cpu")
+        rows[name] = {"overrides": over,
+                      "val_acc": [lr.accuracy(splits.val.images, splits.val.labels) for lr in learners[name]]}
+        print(f"[{time.perf_counter() - t0:.0f}s] {name}: val {np.mean(rows[name]['val_acc']):.4f}", flush=True)
+    chosen = max(rows, key=lambda k: np.mean(rows[k]["val_acc"]))
+    test = splits.test.read("learner audit: final evaluation")
+    for name, lrs in learners.items():
+        rows[name]["test_acc"] = [lr.accuracy(test.images, test.labels) for lr in lrs]
+    res = {"command": "python bench/learner_audit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "generator": info["generator_id"], "samples": args.samples, "iterations": args.iterations,
+           "seeds": seeds, "chosen_on_validation": chosen, "rows": rows, "test_reads": list(splits.test.read_log),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    lines = [f"Measured by `{res['command']}`: static on {args.samples} plain samples of {info['generator_id']}, "
+             f"{args.iterations} iterations, seeds {seeds}. Chosen on validation: **{chosen}**.", "",
+             "| learner | val % (mean ± std) | held-out test % (mean ± std) |", "|---|---|---|"]
+    for name, r in rows.items():
+        v, t = np.array(r["val_acc"]) * 100, np.array(r["test_acc"]) * 100
+        lines.append(f"| {name} | {v.mean():.2f} ± {v.std(ddof=1):.2f} | {t.mean():.2f} ± {t.std(ddof=1):.2f} |")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "learner_audit.json").write_text(json.dumps(res, indent=1))
+    (out_dir / "learner_audit.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
