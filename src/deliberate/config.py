@@ -91,6 +91,10 @@ class GuidanceConfig:
     scale: Literal["raw", "normalized", "paper"] = "raw"  # paper: x_t += ω·‖x_t‖·g/‖g‖ (docs/guidance_scale.md)
     floor: float = 0.0  # entropy_onlabel: guide a sample only while f(y|x̂0) ≥ floor (and y is the argmax)
     cap: float = 0.6931471805599453  # loss_capped: ascend −log f(y|x̂0) only while below this (log 2: f(y) = 1/2)
+    # none | diffusion: guided samples the generator itself classifies as another class (Li et al. 2023) are
+    # replaced by the plain sample of their (label, seed); generation/label_check.py
+    label_check: Literal["none", "diffusion"] = "none"
+    check_timesteps: tuple = (300, 500, 700)  # noise levels of the diffusion classifier
 
 
 @dataclass
@@ -310,6 +314,11 @@ def validate(cfg: Config) -> None:
          f"are deterministic here), got {s.solver}")
     need(0 <= cfg.guidance.floor < 1, f"guidance.floor must be in [0, 1), got {cfg.guidance.floor}")
     need(cfg.guidance.cap > 0, f"guidance.cap must be > 0, got {cfg.guidance.cap}")
+    need(gd.label_check == "none" or g.name == "pixel_unet", f"guidance.label_check={gd.label_check} needs a "
+         f"class-conditional generator (pixel_unet), got {g.name}")
+    need(len(gd.check_timesteps) > 0 and all(isinstance(t, int) and 0 <= t < g.num_train_timesteps
+                                             for t in gd.check_timesteps),
+         f"guidance.check_timesteps must be timesteps in [0, {g.num_train_timesteps}), got {gd.check_timesteps}")
     need(g.min_snr_gamma > 0, f"generator.min_snr_gamma must be > 0, got {g.min_snr_gamma}")
     need(s.batch_size > 0 and s.shard_size > 0, "sampling.batch_size and sampling.shard_size must be > 0")
     need(s.seed_offset >= 0, "sampling.seed_offset must be >= 0")

@@ -27,6 +27,7 @@ from safetensors.torch import save
 
 from .checkpoint import CHECKPOINT, atomic_write, set_deterministic
 from .generation.base import sampling_env
+from .generation.label_check import replace_off_label
 from .practice.pool import MANIFEST, fingerprint, manifest_scores, sha256_file, write_shard
 
 TOLERANCE = 1.0  # uint8 levels: largest accepted change of a sample's pixel mean or std in another environment
@@ -191,9 +192,11 @@ def repair(run_dir: str | Path, log=print) -> CheckReport:
                     continue
             log(f"regenerating {st.method}/{st.shard} ({rec['count']} samples, round {rec['round']})")
             labels = torch.tensor(rec["labels"], dtype=torch.int64)
-            out = generator.sample(labels, rec["seeds"], steps=rec["steps"], cfg_scale=rec["cfg_scale"], guide=guide,
-                                   eta=cfg.sampling.eta, batch_size=cfg.sampling.batch_size,
-                                   solver=rec.get("solver", "ddim"))
+            kw = {"steps": rec["steps"], "cfg_scale": rec["cfg_scale"], "eta": cfg.sampling.eta,
+                  "batch_size": cfg.sampling.batch_size, "solver": rec.get("solver", "ddim")}
+            out = generator.sample(labels, rec["seeds"], guide=guide, **kw)
+            if "replaced" in rec:  # the round ran the generator's label check: run it again (deterministic)
+                replace_off_label(generator, out, labels, rec["seeds"], kw, guide, cfg.guidance.check_timesteps)
             tensors = {"images": out.images.contiguous(), "labels": labels,
                        "seeds": torch.tensor(rec["seeds"], dtype=torch.int64), "score": out.score.float().contiguous()}
             sha = hashlib.sha256(save(tensors)).hexdigest()

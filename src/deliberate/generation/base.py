@@ -129,6 +129,12 @@ def _score(criterion, images: torch.Tensor, labels: torch.Tensor, device) -> tor
     return criterion(images.to(device).float().div(127.5).sub(1), labels.to(device)).float().cpu()
 
 
+def sampling_kwargs(sampling) -> dict:
+    """The keyword arguments of :meth:`Generator.sample` that a :class:`~deliberate.config.SamplingConfig` fixes."""
+    return {"steps": sampling.steps, "cfg_scale": sampling.cfg_scale, "eta": sampling.eta,
+            "batch_size": sampling.batch_size, "solver": sampling.solver}
+
+
 def check_request(labels: torch.Tensor, seeds: Sequence[int], num_classes: int) -> None:
     """One label and one seed per sample, labels in range: the contract of :meth:`Generator.sample`."""
     if len(labels) != len(seeds):

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from .. import faults
 from ..data.splits import Split
+from ..generation.base import sampling_kwargs
 from ..generation.guidance import build_guide
+from ..generation.label_check import replace_off_label
 from ..learning.learner import Learner
 from .methods import MethodSpec
 from .pool import Pool, ShardMeta
@@ -51,13 +53,17 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         idx = torch.arange(lo, hi)
         labels = idx % generator.num_classes
         seeds = [s.seed_offset + int(i) for i in idx]
-        out = generator.sample(labels, seeds, steps=s.steps, cfg_scale=s.cfg_scale, guide=guide, eta=s.eta,
-                               batch_size=s.batch_size, solver=s.solver, progress=progress)  # per-call progress inside the shard
+        out = generator.sample(labels, seeds, **sampling_kwargs(s), guide=guide, progress=progress)
+        extra = {"nonfinite_grads": out.stats["nonfinite_grads"]}
+        if guide is not None and guide.omega > 0 and cfg.guidance.label_check != "none":
+            t0 = time.perf_counter()
+            extra["replaced"] = replace_off_label(generator, out, labels, seeds, sampling_kwargs(s), guide,
+                                                  cfg.guidance.check_timesteps)
+            out.stats["seconds"] += time.perf_counter() - t0  # the check's cost is guided generation's
         faults.point("generate")
         omega = guide.omega if guide is not None else 0.0
         pool.append(out.images, labels, seeds, out.score,
-                    ShardMeta.made_by(round_, omega, s, generator),
-                    extra={"nonfinite_grads": out.stats["nonfinite_grads"]})
+                    ShardMeta.made_by(round_, omega, s, generator), extra=extra)
         for k in ("seconds", "guided_steps", "nonfinite_grads"):
             stats[k] += out.stats[k]
         bar.update(hi - lo)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..generation.base import sampling_kwargs
 from ..generation.guidance import entropy
 from ..learning.learner import Learner
 from ..registry import METHODS
@@ -53,8 +54,7 @@ class PruneSpec(MethodSpec):
             idx = torch.arange(lo, min(n_cand, lo + s.shard_size))
             lab = idx % generator.num_classes
             sd = [s.seed_offset + int(i) for i in idx]
-            out = generator.sample(lab, sd, steps=s.steps, cfg_scale=s.cfg_scale, eta=s.eta, batch_size=s.batch_size,
-                                   solver=s.solver)
+            out = generator.sample(lab, sd, **sampling_kwargs(s))
             seconds["generation"] += out.stats["seconds"]
             images.append(out.images)
             labels.append(lab)
