@@ -16,3 +16,16 @@ def test_time_left_uses_measured_rates():
     assert time_left(cfg, ["static"], {"dp": dp}) == 1000 * 0.2 + 2000 * 0.1
     # an unguided method generates its initial pool (its additions are not known in advance)
     assert time_left(cfg, ["dynamic_unguided", "static"], {"dp": dp}) == (200 + 50) + (200 + 200)
+
+
+def test_blocked_triggers_are_counted_by_reason(tmp_path):
+    import json
+
+    from deliberate.job import blocked_triggers
+
+    rows = [{"iteration": 50}, {"iteration": 100, "blocked": "lr not constant"}, {"iteration": 150, "added": 500},
+            {"iteration": 200, "blocked": "sample budget"}, {"iteration": 250, "blocked": "lr not constant"}]
+    path = tmp_path / "stats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert blocked_triggers(path) == {"lr not constant": 2, "sample budget": 1}
+    assert blocked_triggers(tmp_path / "absent.jsonl") == {}

@@ -23,7 +23,7 @@ from .learning.learner import Learner
 from .practice.loop import PracticeResult, practice
 from .practice.pool import Pool
 from .registry import GENERATORS, METHODS
-from .rundir import JsonlLog, new_run_dir, write_config, write_json
+from .rundir import JsonlLog, new_run_dir, read_jsonl, write_config, write_json
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,6 +79,16 @@ def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: P
         atomic_write(mdir / "model.safetensors", lambda p: save_file(weights, p))
     ckpt.mark_finished(dataclasses.asdict(result))
     return result, learner, pool
+
+
+def blocked_triggers(stats_path: Path) -> dict[str, int]:
+    """How many times the patience trigger fired but no samples were added, by reason ("lr not constant": in
+    warm-up or decay; "sample budget": the next addition would cross ``practice.max_samples``)."""
+    out: dict[str, int] = {}
+    for row in read_jsonl(stats_path) if stats_path.exists() else []:
+        if row.get("blocked"):
+            out[row["blocked"]] = out.get(row["blocked"], 0) + 1
+    return out
 
 
 def _mmss(seconds: float) -> str:
@@ -174,7 +184,9 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
                                                                 progress)
         r = results[name]
         if main:
-            print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples, {r.rounds} additions")
+            why = blocked_triggers(run_dir / "methods" / name / "stats.jsonl")
+            print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples, {r.rounds} additions"
+                  + (" (triggers blocked: " + ", ".join(f"{k} ×{v}" for k, v in why.items()) + ")" if why else ""))
 
     test_acc = evaluate_held_out(learners, splits)
     ood = {}
@@ -186,7 +198,8 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
     summary = {
         "methods": {n: {"test_acc": test_acc[n], "val_acc": r.val_acc, "best_val_acc": r.best_val_acc,
                         "samples": r.samples, "iterations": r.iterations, "rounds": r.rounds, "seconds": r.seconds,
-                        "nonfinite_grads": r.nonfinite_grads}
+                        "nonfinite_grads": r.nonfinite_grads,
+                        "blocked": blocked_triggers(run_dir / "methods" / n / "stats.jsonl")}
                     for n, r in results.items()},
         "generator": gen_info,
         "wall_seconds": round(time.perf_counter() - t_start, 1),

@@ -37,12 +37,14 @@ def write_report(run_dir: Path, summary: dict, pools: dict) -> None:
              f"Generator `{summary['generator']['generator_id']}` ({summary['generator']['source']}). "
              f"Wall-clock {summary['wall_seconds']:.0f} s.", "",
              "| method | held-out test acc | val acc (final / best) | generated samples | iterations | additions |"
-             " generation s | guided generation s | training s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             " triggers blocked | generation s | guided generation s | training s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in summary["methods"].items():
         s = m["seconds"]
         lines.append(f"| {name} | {m['test_acc']:.4f} | {m['val_acc']:.4f} / {m['best_val_acc']:.4f} | {m['samples']} "
-                     f"| {m['iterations']} | {m['rounds']} | {s.get('generation', 0):.0f} | "
+                     f"| {m['iterations']} | {m['rounds']} | "
+                     + (", ".join(f"{k} ×{v}" for k, v in m.get("blocked", {}).items()) or "–")
+                     + f" | {s.get('generation', 0):.0f} | "
                      f"{s.get('guided_generation', 0):.0f} | {s.get('training', 0):.0f} |")
     lines += ["", "Held-out test accuracy is measured once, after every method finished; the validation split alone "
               "drove the patience trigger.", "", "![accuracy](plots/accuracy.png)", ""]
