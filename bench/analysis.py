@@ -14,6 +14,8 @@ import numpy as np
 from calibrate import modelled_seconds
 from curves import goal_status, ratio, summarize, x_to_reach, reach_dict
 
+GUIDANCE_KEYS = ("dp_minus_unguided_pp", "dp_minus_unguided_se", "added_fidelity", "plain_fidelity",
+                 "dp_minus_unguided_detail")
 GOALS = {"samples_ratio": (4.0, True), "iterations_ratio": (6.0, True), "prune_compute_ratio": (5.0, True),
          "guidance_cost_ratio": (1.5, False)}
 
@@ -151,6 +153,47 @@ def headline(runs: dict, choices: dict, units: dict, schedules: dict) -> tuple[d
                                        "test_acc": sched.get(chosen, {}).get("test_acc"),
                                        "every_step_test_acc": sched.get("every", {}).get("test_acc")}
     return H, notes
+
+
+def guidance_headline(runs: dict, choices: dict) -> dict:
+    """What guidance adds and what it costs, at the key DP setting (held-out test; chosen on validation):
+    ``dp_minus_unguided_pp`` — DP's test accuracy minus the unguided loop's at DP's sample count (points), read
+    on the dynamic-unguided curve by linear interpolation where DP's count lies inside it, else the unguided run of
+    the same setting; ``dp_minus_unguided_se`` — its standard error from the seed spreads of the two points
+    (sqrt(s₁²/n₁ + s₂²/n₂); None with single seeds); ``added_fidelity`` / ``plain_fidelity`` — label fidelity
+    (reference classifier) of DP's guided additions / its plain initial pool, sample-weighted over rounds and
+    seeds."""
+    key_id = choices["dp_key"]["id"]
+    key = next(p for p in points(runs, "dp_key") if key_id in p["ids"])
+    dyn_key = points(runs, "dynamic_key")
+    out = {"dp_minus_unguided_pp": None, "dp_minus_unguided_se": None, "added_fidelity": None,
+           "plain_fidelity": None, "dp_minus_unguided_detail": {}}
+    if dyn_key:
+        d = dyn_key[0]
+        xs, ys = curve(points(runs, "dynamic_curve"), "samples")
+        order = np.argsort(xs)
+        xs, ys = np.asarray(xs)[order], np.asarray(ys)[order]
+        n = key["samples"]["mean"]
+        if len(xs) > 1 and xs[0] <= n <= xs[-1]:
+            un, how = float(np.interp(n, xs, ys)), "interpolated on the unguided curve at DP's samples"
+        else:
+            un, how = d["test_acc"]["mean"], f"the unguided run of the same setting ({d['samples']['mean']:.0f} samples)"
+        out["dp_minus_unguided_pp"] = 100 * (key["test_acc"]["mean"] - un)
+        sds = [(p["test_acc"]["std"], p["test_acc"]["n"]) for p in (key, d)]
+        if all(sd is not None and k > 1 for sd, k in sds):
+            out["dp_minus_unguided_se"] = 100 * math.sqrt(sum(sd ** 2 / k for sd, k in sds))
+        out["dp_minus_unguided_detail"] = {"dp_test_acc": key["test_acc"]["mean"], "dp_samples": n,
+                                           "unguided_test_acc": un, "unguided_from": how,
+                                           "seeds": [key["test_acc"]["n"], d["test_acc"]["n"]]}
+    fid = {"added": [0.0, 0], "plain": [0.0, 0]}
+    for rid in key["ids"]:
+        for r in runs[rid].get("round_stats", []):
+            part = fid["added" if r["round"] > 0 else "plain"]
+            part[0] += r["label_fidelity"] * r["count"]
+            part[1] += r["count"]
+    for k, (tot, cnt) in fid.items():
+        out[f"{k}_fidelity"] = tot / cnt if cnt else None
+    return out
 
 
 def goals(H: dict, runs: dict, choices: dict, val_size: int, test_size: int) -> dict:

@@ -43,6 +43,10 @@ VARIANTS = {
     "fp32": ["generator.bf16=false"],
     "fp32-minsnr": ["generator.bf16=false", "generator.loss_weight=min_snr"],
     "fp32-v-minsnr": ["generator.bf16=false", "generator.loss_weight=min_snr", "generator.prediction=v_prediction"],
+    "fp32-600": ["generator.bf16=false", "generator.train_steps=600"],
+    "fp32-600-minsnr": ["generator.bf16=false", "generator.train_steps=600", "generator.loss_weight=min_snr"],
+    "fp32-600-v-minsnr": ["generator.bf16=false", "generator.train_steps=600", "generator.loss_weight=min_snr",
+                          "generator.prediction=v_prediction"],
 }
 
 
@@ -166,6 +170,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     stem = "generator_quality" if args.what == "generators" else "solvers"
     out.mkdir(parents=True, exist_ok=True)
+    prev = json.loads((out / f"{stem}.json").read_text()) if (out / f"{stem}.json").exists() else None
+    same = ("samples", "iterations", "seeds", "reference")
+    if prev and all(prev.get(k) == res[k] for k in same):  # rows of earlier invocations with the same protocol stay
+        res["rows"] = {**{k: v for k, v in prev["rows"].items() if k not in rows}, **rows}
+        res["command"] = "; ".join(dict.fromkeys(prev["command"].split("; ") + [res["command"]]))
+        res["test_reads"] = prev.get("test_reads", []) + res["test_reads"]
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
     (out / f"{stem}.md").write_text(table(res))
     plot(res, grids, out / "plots" / f"{stem}.png")
@@ -201,8 +211,9 @@ def plot(res: dict, grids: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(res["rows"])
-    fig, axes = plt.subplots(1, 2 + len(names), figsize=(7 + 2.2 * len(names), 3.4),
-                             gridspec_kw={"width_ratios": [3, 3] + [2] * len(names)})
+    shown = [n for n in names if n in grids]  # sample grids of this invocation's rows
+    fig, axes = plt.subplots(1, 2 + len(shown), figsize=(7 + 2.2 * len(shown), 3.4),
+                             gridspec_kw={"width_ratios": [3, 3] + [2] * len(shown)})
     xkey = "train_seconds" if res["what"] == "generators" else "sample_seconds_per_image"
     xlabel = "generator training (CPU s)" if res["what"] == "generators" else "sampling s / image"
     for name in names:
@@ -215,7 +226,7 @@ def plot(res: dict, grids: dict, path: Path) -> None:
     axes[1].legend(fontsize=7)
     for a in axes[:2]:
         a.grid(alpha=0.3)
-    for a, name in zip(axes[2:], names):
+    for a, name in zip(axes[2:], shown):
         g = grids[name][:64]
         g = torch.cat([g, torch.zeros(64 - len(g), *g.shape[1:], dtype=g.dtype)])
         tiles = g.view(8, 8, *g.shape[1:]).permute(2, 0, 3, 1, 4).reshape(g.shape[1], 8 * g.shape[2], 8 * g.shape[3])

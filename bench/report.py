@@ -179,7 +179,17 @@ def results_md(res: dict, plots: list[str]) -> str:
         g = G[k]
         L.append(f"| {k} | {_fmt(g['value'], g['bound'])} | {g['goal']} | **{g['status']}** | {at[k]} |")
     L += ["", "A bound (≥, >, ≤, <) means the curve it was read from does not reach that accuracy inside the measured "
-          "range: the ratio is not extrapolated.", "", "## Why", ""]
+          "range: the ratio is not extrapolated.", ""]
+    if H.get("dp_minus_unguided_pp") is not None:
+        dd = H["dp_minus_unguided_detail"]
+        se = H.get("dp_minus_unguided_se")
+        L += ["## What guidance adds", "",
+              f"- DP minus the unguided loop at DP's samples: **{H['dp_minus_unguided_pp']:+.2f} points**"
+              + (f" ± {se:.2f} (SE)" if se is not None else "") + f" (DP {_pct(dd['dp_test_acc'])} % with "
+              f"{dd['dp_samples']:.0f} samples; unguided {_pct(dd['unguided_test_acc'])} %, {dd['unguided_from']})",
+              f"- label fidelity (reference classifier): plain initial pool {_pct(H['plain_fidelity'])} %, guided "
+              f"additions {_pct(H['added_fidelity'])} %", ""]
+    L += ["## Why", ""]
     for k, items in res["why"].items():
         L.append(f"**{k}**")
         L += [f"- {s}" for s in items]
@@ -362,8 +372,10 @@ if __name__ == "__main__":  # re-render the explanations, results.md, the plots 
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from analysis import explain
+    from analysis import GUIDANCE_KEYS, explain, guidance_headline
 
+    if any(k not in res["headline"] for k in GUIDANCE_KEYS):  # results written before these keys existed
+        res["headline"] |= guidance_headline(res["runs"], res["choices"])
     res["why"] = explain(res["headline"], res["goals"], res["runs"], res["choices"])  # its wording may have changed
     write_outputs(res, src.parent)
     if a.readme:

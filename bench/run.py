@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
-    from analysis import enrich, explain, goals, headline, points
+    from analysis import GUIDANCE_KEYS, enrich, explain, goals, guidance_headline, headline, points
     from deliberate.evaluation import CORRUPTIONS
     from calibrate import learner_iteration_costs, speed_knobs, unit_costs
     from harness import Bench
@@ -303,6 +303,7 @@ def main(argv=None) -> int:
     # 7. Results.
     runs = enrich(bench.records, evals, units, mode.schedules)
     H, _ = headline(runs, choices, units, mode.schedules)
+    H |= guidance_headline(runs, choices)
     G = goals(H, runs, choices, n_val, len(bench.splits.test))
     why = explain(H, G, runs, choices)
     total = time.perf_counter() - t_start
@@ -317,7 +318,8 @@ def main(argv=None) -> int:
         "headline": {k: H[k] for k in ("samples_ratio", "iterations_ratio", "prune_compute_ratio",
                                        "guidance_cost_ratio")} | {f"{k}_detail": H[f"{k}_detail"] for k in
                                                                   ("samples_ratio", "iterations_ratio",
-                                                                   "prune_compute_ratio", "guidance_cost_ratio")},
+                                                                   "prune_compute_ratio", "guidance_cost_ratio")}
+                    | {k: H[k] for k in GUIDANCE_KEYS},
         "goals": G,
         "why": why,
         "choices": choices,
