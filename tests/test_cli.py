@@ -33,7 +33,8 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert (run_dir / "methods" / "dp" / "pool" / "manifest.jsonl").exists()
     # a second run reuses the cached generator
     r2 = _cli("run", "--config", "configs/smoke.yaml", f"generator.cache_dir={tmp_path}/cache",
-              f"run.out_dir={tmp_path}/runs", "run.progress=false", "run.methods=static", "practice.iterations=20")
+              f"run.out_dir={tmp_path}/runs", "run.progress=false", "run.methods=static", "practice.iterations=20",
+              "practice.max_samples=100", "practice.initial_samples=100")  # only the cache is checked here
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "(cache:" in r2.stdout
 
