@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from deliberate.config import load_config  # noqa: E402
+from resume_support import tiny_cnn  # noqa: E402,F401  (registers the "tiny_cnn" learner that TINY uses)
 
 # Tiny models: one intra-op thread is faster than two, and much faster when the cores are shared.
 torch.set_num_threads(1)
@@ -17,7 +18,9 @@ TINY = [
     "data.val_size=300", "data.gen_train_size=1500",
     "generator.block_out_channels=[8,16]", "generator.train_steps=30", "generator.batch_size=32",
     "sampling.steps=4", "sampling.batch_size=64", "sampling.shard_size=20",
-    "learner.batch_size=32", "learner.eval_batch_size=300",
+    # a ~2k-parameter learner: the held-out evaluations (10k images, by the job and again by recomputed_test_acc)
+    # cost ~300x less than with cnn_small, which test_learning.py and the smoke preset exercise
+    "learner.model=tiny_cnn", "learner.batch_size=32", "learner.eval_batch_size=300",
     "practice.iterations=60", "practice.eval_every=5", "practice.initial_samples=40", "practice.add_samples=20",
     "practice.patience=1", "practice.patience_growth=0", "practice.max_samples=120",
     "run.progress=false", "run.device=cpu",  # the fixtures' models are on the CPU, whatever the machine has

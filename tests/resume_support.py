@@ -190,17 +190,22 @@ def shared(tmp_path_factory, name: str, make):
     return path
 
 
-def reference_run(tmp_path_factory) -> tuple[Path, str]:
-    """(run directory of an uninterrupted tiny job, generator path)."""
+def generator_path(tmp_path_factory) -> str:
+    """The tiny generator, trained once per test session."""
     gen_dir = shared(tmp_path_factory, "tiny-generator", lambda p: (p / "path").write_text(pretrain_generator(p)))
-    gen_path = (gen_dir / "path").read_text()
+    return (gen_dir / "path").read_text()
+
+
+def reference_run(tmp_path_factory, name: str = "reference-run", **extra) -> tuple[Path, str]:
+    """(run directory of an uninterrupted tiny job, generator path); ``extra`` as in :func:`tiny_config`."""
+    gen_path = generator_path(tmp_path_factory)
 
     def make(path: Path) -> None:
-        cfg = job_config(path, gen_path, "runs")
+        cfg = job_config(path, gen_path, "runs", **extra)
         code = run_cli(["run", "-c", str(cfg)], path / "run.log")
         assert code == 0, (path / "run.log").read_text()
 
-    ref = shared(tmp_path_factory, "reference-run", make)
+    ref = shared(tmp_path_factory, name, make)
     return only_run_dir(ref / "runs"), gen_path
 
 

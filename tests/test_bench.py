@@ -329,3 +329,94 @@ def test_modelled_seconds_on_hand_counts():
              "scorer_iterations": 100}
     m = modelled_seconds(prune, units, lambda r: "every")
     assert m["generation"] == 100.0 and m["guidance"] == 0.0 and m["pruning"] == 100 * 0.2 + 2000 * 0.002
+
+
+# ------------------------------------------------------------------------- headline ratios and goals (analysis)
+def _rec(rid, tags, x, acc, *, method="static", budget=0, seed=0, overrides=(), setting=None, val_acc=None):
+    """One enriched run record as analysis reads it; ``x`` holds samples/iterations/compute_seconds."""
+    vals = {"samples": None, "iterations": None, "compute_seconds": None} | x
+    return {"id": rid, "seed": seed, "method": method, "overrides": [*overrides, f"run.seed={seed}"],
+            "setting": setting or {}, "budget": budget, "tags": tags, "test_acc": acc,
+            "val_acc": 1.0 - acc if val_acc is None else val_acc,  # validation must not be read for the curves
+            "generated": None, "guided": None, "label_fidelity": None, "rounds": None, "measured_seconds": None, **vals}
+
+
+def _bench_runs(dp_comp=20.0, late_acc=0.69):
+    """Hand-made curves with answers computed below in closed form.
+
+    static by samples: acc = 0.5 + 0.05·log2(n/1000) at n = 1000..16000 (the 8000 point is the mean of two seeds,
+    0.64 and 0.66); DP key: 0.675 with 2000 samples, 100 iterations, ``dp_comp`` s. static by iterations tops out
+    at 0.66 < 0.675 (never reaches); prune starts at 0.70 > 0.675 (reaches at its first point)."""
+    R = []
+    for i, n in enumerate([1000, 2000, 4000, 16000]):
+        R.append(_rec(f"s{i}", ["static_samples"], {"samples": n}, 0.5 + 0.05 * math.log2(n / 1000), budget=n))
+    R += [_rec(f"s8-{s}", ["static_samples"], {"samples": 8000}, a, budget=8000, seed=s)
+          for s, a in ((0, 0.64), (1, 0.66))]
+    R.append(_rec("key", ["dp_key", "dp_curve", "dp_iters"], {"samples": 2000, "iterations": 100,
+                                                               "compute_seconds": dp_comp}, 0.675, method="dp"))
+    R.append(_rec("dpc1", ["dp_curve"], {"samples": 1000}, 0.60, method="dp", budget=1000))
+    R.append(_rec("dpc4", ["dp_curve"], {"samples": 4000}, 0.75, method="dp", budget=4000))
+    R.append(_rec("dpi50", ["dp_iters"], {"iterations": 50, "samples": 2000}, 0.60, method="dp",
+                  overrides=["practice.iterations=50"]))
+    for it, a in ((100, 0.5), (200, 0.6), (400, 0.65), (800, 0.66)):
+        R.append(_rec(f"si{it}", ["static_iters"], {"iterations": it}, a, budget=16000,
+                      overrides=[f"practice.iterations={it}"]))
+    for k, (c, a) in enumerate(((50.0, 0.70), (100.0, 0.72), (200.0, 0.74))):
+        R.append(_rec(f"p{k}", ["prune_curve"], {"compute_seconds": c}, a, method="prune",
+                      overrides=[f"practice.oversample={2 ** k}"], setting={"practice.oversample": 2 ** k}))
+    for name, a, ov in (("every", 0.70, []), ("late", late_acc, ["guidance.window=[0.5,1.0]"])):
+        R.append(_rec(f"g-{name}", ["schedule_sweep"], {}, a, method="dp", overrides=ov,
+                      setting=dict(o.split("=", 1) for o in ov)))
+    runs = {r["id"]: r for r in R}
+    choices = {"dp_key": {"id": "key", "label": "key"}, "prune_kept": 2000, "schedule": {"name": "late"}}
+    units = {"guided_ratio": {"every": 3.0, "late": 1.4}}
+    schedules = {"every": [], "late": ["guidance.window=[0.5,1.0]"]}
+    return runs, choices, units, schedules
+
+
+def test_headline_ratios_on_hand_made_curves():
+    from analysis import headline
+
+    H, _ = headline(*_bench_runs())
+    # (a) static reaches 0.675 at 1000·2^3.5 samples (log-linear, between 8000 and 16000); DP used 2000
+    d = H["samples_ratio_detail"]
+    assert H["samples_ratio"] == pytest.approx(1000 * 2 ** 3.5 / 2000, rel=1e-9) and d["bound"] == "="
+    assert d["static_samples_needed"] == {"value": pytest.approx(1000 * 2 ** 3.5), "bound": "="}
+    # …and at static's best (0.70 at 16000) the DP curve needs 2000·2^(1/3) (a third of the way 0.675 → 0.75)
+    b = d["at_best_static"]
+    assert (b["best_static_test_acc"], b["best_static_samples"]) == (pytest.approx(0.70), 16000)
+    assert b["ratio"] == pytest.approx(16000 / (2000 * 2 ** (1 / 3)), rel=1e-9) and b["bound"] == "="
+    # (b) static by iterations never reaches 0.675: more than its last 800 iterations, ratio > 8
+    d = H["iterations_ratio_detail"]
+    assert (H["iterations_ratio"], d["bound"]) == (pytest.approx(8.0), ">")
+    assert d["static_iterations_needed"] == {"value": 800, "bound": ">"} and d["static_pool"] == 16000
+    b = d["at_best_static"]  # 0.66 on the DP curve (50 → 0.60, 100 → 0.675): 50·2^0.8 iterations
+    assert b["ratio"] == pytest.approx(800 / (50 * 2 ** 0.8), rel=1e-9) and b["bound"] == "="
+    # (c) prune already beats DP at its first point: compute needed ≤ 50 s, ratio ≤ 50 / 20
+    d = H["prune_compute_ratio_detail"]
+    assert (H["prune_compute_ratio"], d["bound"]) == (pytest.approx(2.5), "<=")
+    assert [p["k"] for p in d["prune_points"]] == [1, 2, 4]
+    # (d) the chosen schedule's cost ratio, with both schedules' accuracies
+    d = H["guidance_cost_ratio_detail"]
+    assert H["guidance_cost_ratio"] == 1.4 and d["every_step_cost_ratio"] == 3.0
+    assert (d["test_acc"], d["every_step_test_acc"]) == (pytest.approx(0.69), pytest.approx(0.70))
+
+
+def test_goal_status_on_hand_made_curves():
+    from analysis import goals, headline
+
+    args = _bench_runs()
+    G = goals(headline(*args)[0], args[0], args[1], 300, test_size=10_000)
+    assert G["samples_ratio"]["status"] == "met"  # 5.66 ≥ 4
+    assert G["iterations_ratio"]["status"] == "met"  # > 8 ≥ 6 (a lower bound above the goal)
+    assert G["prune_compute_ratio"]["status"] == "not met"  # ≤ 2.5 < 5
+    # 1.4 ≤ 1.5, but the schedule loses a point of accuracy (0.69 vs 0.70) with a test-set SE of 0.0046
+    g = G["guidance_cost_ratio"]
+    assert (g["status"], g["accuracy_kept"], g["tolerance"]) == ("not met", False, pytest.approx(0.0046, abs=1e-4))
+    # the same point lost is within the SE of a 100-image test set: met
+    assert goals(headline(*args)[0], args[0], args[1], 300, test_size=100)["guidance_cost_ratio"]["status"] == "met"
+    # an upper bound above the goal decides nothing: prune reaches DP's accuracy with ≤ 50 s against DP's 5 s
+    args = _bench_runs(dp_comp=5.0, late_acc=0.70)
+    G = goals(headline(*args)[0], args[0], args[1], 300, test_size=10_000)
+    assert (G["prune_compute_ratio"]["value"], G["prune_compute_ratio"]["status"]) == (10.0, "undetermined")
+    assert G["guidance_cost_ratio"]["status"] == "met" and G["guidance_cost_ratio"]["accuracy_kept"] is True

@@ -33,19 +33,34 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert (run_dir / "methods" / "dp" / "pool" / "manifest.jsonl").exists()
     # a second run reuses the cached generator
     r2 = _cli("run", "--config", "configs/smoke.yaml", f"generator.cache_dir={tmp_path}/cache",
-              f"run.out_dir={tmp_path}/runs", "run.progress=false", "run.methods=static", "practice.iterations=20")
+              f"run.out_dir={tmp_path}/runs", "run.progress=false", "run.methods=static", "practice.iterations=20",
+              "practice.max_samples=100", "practice.initial_samples=100")  # only the cache is checked here
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "(cache:" in r2.stdout
 
 
-def test_config_errors_exit_2_with_the_key():
-    r = _cli("run", "practice.patiense=3")
-    assert r.returncode == 2 and "unknown config key 'practice.patiense'" in r.stderr
-    r = _cli("config", "--config", "configs/smoke.yaml", "practice.iterations=7")
-    assert r.returncode == 0 and "iterations: 7" in r.stdout
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """``deliberate ARGS`` in this process (these error paths need no fresh interpreter; the smoke test above runs
+    the real entry point): exit code, stdout, stderr. An exception escaping ``main`` fails the test."""
+    import torch
+
+    from deliberate.cli import main
+
+    threads = torch.get_num_threads()
+    code = main(list(args))
+    torch.set_num_threads(threads)  # whatever the command set, the other tests keep theirs
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_bad_data_root_is_one_clear_error(tmp_path):
-    r = _cli("run", f"data.root={tmp_path}/nothing", f"run.out_dir={tmp_path}/runs")
-    assert r.returncode == 1
-    assert "data folder not found" in r.stderr and "Traceback" not in r.stderr
+def test_config_errors_exit_2_with_the_key(capsys):
+    code, out, err = _main(capsys, "run", "practice.patiense=3")
+    assert code == 2 and "unknown config key 'practice.patiense'" in err
+    code, out, err = _main(capsys, "config", "--config", str(ROOT / "configs/smoke.yaml"), "practice.iterations=7")
+    assert code == 0 and "iterations: 7" in out
+
+
+def test_bad_data_root_is_one_clear_error(tmp_path, capsys):
+    code, out, err = _main(capsys, "run", f"data.root={tmp_path}/nothing", f"run.out_dir={tmp_path}/runs")
+    assert code == 1
+    assert "data folder not found" in err and "Traceback" not in err

@@ -24,16 +24,21 @@ def ref(tmp_path_factory):
     return run_dir, gen, snapshot(run_dir)
 
 
-def kill_and_resume(base: Path, gen: str, kills: list[str]) -> Path:
+def kill_and_resume(base: Path, gen: str, kills: list[str], check=None, **extra) -> Path:
     """A run killed at ``kills[0]``, each resume killed at the next point, then resumed to the end. Every kill
-    must really happen (exit by SIGKILL), so that no step of the chain passes vacuously."""
-    cfg = job_config(base, gen, "runs")
+    must really happen (exit by SIGKILL), so that no step of the chain passes vacuously; ``check(i, run_dir)``, when
+    given, is called after the i-th kill (to assert where it landed). ``extra``: config as in ``tiny_config``."""
+    cfg = job_config(base, gen, "runs", **extra)
     code = run_cli(["run", "-c", str(cfg)], base / "0.log", kill_at=kills[0])
     assert code == KILLED, f"not killed at {kills[0]}: {(base / '0.log').read_text()}"
     run_dir = only_run_dir(base / "runs")
+    if check:
+        check(0, run_dir)
     for i, kill in enumerate(kills[1:], 1):
         code = run_cli(["run", "--resume", str(run_dir)], base / f"{i}.log", kill_at=kill)
         assert code == KILLED, f"resume {i} not killed at {kill}: {(base / f'{i}.log').read_text()}"
+        if check:
+            check(i, run_dir)
     code = run_cli(["run", "--resume", str(run_dir)], base / "final.log")
     assert code == 0, (base / "final.log").read_text()
     return run_dir
@@ -62,6 +67,49 @@ def test_kills_at_every_point_then_resume_equals_uninterrupted(ref, tmp_path):
     assert snapshot(run_dir) == expected
     assert not leftovers(run_dir)
     assert "dp: finished before the interruption, not rerun" in (tmp_path / "final.log").read_text()
+
+
+# dynamic_unguided (the DP loop at ω = 0) and prune (a pool selected from k·M candidates), in one job
+OTHERS = dict(run__methods=["dynamic_unguided", "prune"], practice__oversample=2, practice__prune_scorer_iterations=20)
+
+
+def _progress(run_dir: Path) -> dict:
+    """Per method: (shard files in its pool, finished)."""
+    out = {}
+    for m in ("dynamic_unguided", "prune"):
+        d = run_dir / "methods" / m
+        out[m] = (len(list((d / "pool").glob("*.safetensors"))), (d / "result.json").exists()) if d.exists() else None
+    return out
+
+
+def test_kills_in_dynamic_unguided_and_prune_then_resume_equals_uninterrupted(tmp_path_factory, tmp_path):
+    """dynamic_unguided killed in its initial pool, inside its first (unguided) addition round and mid-training;
+    prune killed in its 3rd kept-shard write, in its 2nd manifest append after that resume, mid-training and while
+    writing a checkpoint; then resumed: pools, logs, weights and metrics equal those of an uninterrupted run."""
+    ref_dir, gen = reference_run(tmp_path_factory, "reference-run-others", **OTHERS)
+    expected = snapshot(ref_dir)
+    du, pr = expected["dynamic_unguided"]["manifest"], expected["prune"]["manifest"]
+    assert [r["round"] for r in du] == [0] * 4 + [1, 1, 2, 2, 3, 3, 4, 4] and {r["omega"] for r in du} == {0.0}
+    assert {r["candidates"] for r in pr} == {240} and len(pr) == 12  # 120 kept of 2 × 120
+
+    landed = [  # where each kill must land: (DU shards, DU finished), (prune shards, prune finished)
+        {"dynamic_unguided": (2, False), "prune": None},  # generate:3, initial pool
+        {"dynamic_unguided": (5, False), "prune": None},  # generate:4, one shard into round 1 (a pending round)
+        {"dynamic_unguided": (12, False), "prune": None},  # iteration:20
+        {"dynamic_unguided": (12, True), "prune": (2, False)},  # shard:3, prune's pool
+        {"dynamic_unguided": (12, True), "prune": (4, False)},  # manifest:2, its 2nd append of this process
+        {"dynamic_unguided": (12, True), "prune": (12, False)},  # iteration:12
+        {"dynamic_unguided": (12, True), "prune": (12, False)},  # checkpoint:2
+    ]
+
+    def check(i, run_dir):
+        assert _progress(run_dir) == landed[i], (i, _progress(run_dir))
+
+    kills = ["generate:3", "generate:4", "iteration:20", "shard:3", "manifest:2", "iteration:12", "checkpoint:2"]
+    run_dir = kill_and_resume(tmp_path, gen, kills, check, **OTHERS)
+    assert snapshot(run_dir) == expected
+    assert not leftovers(run_dir)
+    assert "dynamic_unguided: finished before the interruption, not rerun" in (tmp_path / "final.log").read_text()
 
 
 def test_fresh_interpreter_killed_through_the_environment_variable(ref, tmp_path):
