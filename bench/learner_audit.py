@@ -1,4 +1,4 @@
-"""Learner audit: horizontal flips kept or dropped by validation accuracy.
+"""Learner audit: horizontal flips kept or dropped, and bf16 autocast (faster), by validation accuracy.
 
     python bench/learner_audit.py [--samples 1000] [--iterations 600] [--seeds 0,1,2] [overrides...]
 
@@ -31,6 +31,7 @@ from samplecache import CachedGenerator, SampleCache  # noqa: E402
 VARIANTS = {
     "flip (before)": ["learner.hflip=true"],
     "no flip": ["learner.hflip=false"],
+    "no flip, bf16": ["learner.hflip=false", "learner.bf16=true"],
 }
 
 
