@@ -218,7 +218,7 @@ def plot(res: dict, grids: dict, path: Path) -> None:
     xlabel = "generator training (CPU s)" if res["what"] == "generators" else "sampling s / image"
     for name in names:
         r = res["rows"][name]
-        x = r[xkey] or 0
+        x = (r.get("train_cpu_seconds") or r["train_seconds"] or 0) if xkey == "train_seconds" else r[xkey]
         axes[0].scatter(x, r["label_fidelity_lambda0"] * 100, label=name)
         axes[1].scatter(x, np.mean(r["test_acc"]) * 100, label=name)
     axes[0].set(xlabel=xlabel, ylabel="label fidelity % at λ = 0", title="on-label samples")
