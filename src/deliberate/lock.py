@@ -5,9 +5,12 @@ leaves a stale lock behind; a second live process is refused with the holder's p
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
+
+from . import distributed
 
 LOCK_FILE = ".lock"
 
@@ -46,3 +49,8 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def main_lock(run_dir: str | Path):
+    """The run-directory lock, held by rank 0 only (the other ranks are part of the same run)."""
+    return RunLock(run_dir) if distributed.is_main() else contextlib.nullcontext()

@@ -22,15 +22,11 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..registry import GENERATORS
-from .base import SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
+from .base import GeneratorError, SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 
 META_FILE = "deliberate_generator.json"
-
-
-class GeneratorError(RuntimeError):
-    """A generator checkpoint that is missing, incomplete or does not match its config."""
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
