@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 from timm.data import Mixup
@@ -37,17 +38,25 @@ def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None) -> t
     float images alike and commutes with :func:`to_float`, so loader workers augment uint8 batches."""
     b, _, h, w = x.shape
     dx, dy, flip = augment_params(b, g, pad) if params is None else params
-    if x.dtype == torch.uint8:  # reflection padding has no uint8 kernel: pad the rows and columns by index
-        rows = torch.cat([torch.arange(pad, 0, -1), torch.arange(h), torch.arange(h - 2, h - 2 - pad, -1)])
-        cols = torch.cat([torch.arange(pad, 0, -1), torch.arange(w), torch.arange(w - 2, w - 2 - pad, -1)])
-        xp = x[:, :, rows.to(x.device)][..., cols.to(x.device)]
-    else:
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    if x.device.type == "cpu":  # loader workers: gather each sample's reflected rows, then its (flipped) columns
+        xn, out = x.numpy(), torch.empty_like(x)
+        on = out.numpy()
+        for i, (ox, oy, f) in enumerate(zip(dx.tolist(), dy.tolist(), flip.tolist())):
+            cols = _reflected(ox - pad, w)
+            on[i] = xn[i][:, _reflected(oy - pad, h)][:, :, cols[::-1] if f else cols]
+        return out
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
     out = torch.empty_like(x)
     for i, (ox, oy, f) in enumerate(zip(dx.tolist(), dy.tolist(), flip.tolist())):  # a crop per sample
         crop = xp[i, :, oy:oy + h, ox:ox + w]
         out[i] = crop.flip(-1) if f else crop
     return out
+
+
+def _reflected(start: int, n: int) -> np.ndarray:
+    """Source indices of positions start … start+n-1 of an axis of length n under reflection padding."""
+    i = np.abs(np.arange(start, start + n))
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
 class Prepare:
