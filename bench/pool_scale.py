@@ -14,12 +14,14 @@ uniform draws over the pool, reads and uint8 augmentation in ``learner.loader_wo
 config), so the pool's storage is the only difference. ``images_per_s``: images delivered to the training step per
 second (after warm-up batches), no model step. ``rss_mb``: peak resident set of the training process (``ru_maxrss``,
 over opening the pool and feeding: ``VmHWM``); ``workers_rss_mb``: the largest worker's (a forked worker's
-resident set counts the pages it shares with its parent). Shard files are evicted from the page cache before
-each measurement: the disk pool's numbers include reading from the device.
+resident set counts the pages it shares with its parent). The shards were just written, as in a run (a round
+appends shards, then training reads them), so they are mostly in the page cache; ``disk_cold`` repeats the
+largest size of each shape with its shards evicted first (reads from the device). The in-RAM pool reads
+every shard when it opens.
 
 ``readers`` compares three ways to read random samples from shards, in-process, over one epoch's worth of uniform
 draws: positioned reads of safetensors (what the pool does), memory-mapped safetensors and WebDataset-style tar
-shards (one member per sample, random access through an index of member offsets).
+shards (one member per sample, random access through an index of member offsets), each from a cold page cache.
 """
 from __future__ import annotations
 
@@ -237,7 +239,7 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                           "loader_workers": Config().learner.loader_workers,
                           "batch_size": Config().learner.batch_size},
-              "kinds": {"in_ram": {}, "disk": {}}, "not_measured": {}, "readers": {}}
+              "kinds": {"in_ram": {}, "disk": {}, "disk_cold": {}}, "not_measured": {}, "readers": {}}
     try:
         for name, spec in plan.items():
             shape = spec["shape"]
@@ -257,11 +259,16 @@ def main() -> None:
                             f"concatenates its shards), more than this machine may use ({IN_RAM_LIMIT_GB:g} GiB); "
                             f"its RSS is that, by construction")
                         continue
-                    drop_file_cache(root)
                     r = in_child(["--measure", kind, str(root), "--batches", str(batches)])
                     result["kinds"][kind][key] = r
                     print(f"  {kind:>6}: rss {r['rss_mb']:.0f} MB (workers {r['workers_rss_mb']:.0f}), "
                           f"{r['images_per_s']:.0f} images/s, open {r['open_s']} s", flush=True)
+                if size == spec["sizes"][-1]:  # the largest pool again, its shards evicted from the page cache
+                    drop_file_cache(root)
+                    r = in_child(["--measure", "disk", str(root), "--batches", str(batches)])
+                    result["kinds"]["disk_cold"][f"{name}/{size}"] = r
+                    print(f"  disk, cold page cache: rss {r['rss_mb']:.0f} MB, {r['images_per_s']:.0f} images/s",
+                          flush=True)
             # readers: at the middle size of 28x28 and the smallest of 224x224x3
             rsize = spec["sizes"][1] if name == "28x28" else spec["sizes"][0]
             rroot = scratch / name / f"readers-{rsize}"

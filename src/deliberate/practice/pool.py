@@ -252,8 +252,9 @@ class Pool:
             with open(path, "r+b") as f:
                 f.truncate(good)
 
-    def _read_manifest(self):
-        for i, line in enumerate(self._manifest_lines(repair=True)):
+    def _read_manifest(self, repair: bool = False):
+        """Manifest records in order; ``repair`` (the writer, when it opens the pool) cuts off a torn last line."""
+        for i, line in enumerate(self._manifest_lines(repair)):
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
@@ -290,7 +291,7 @@ class Pool:
 
     def _load(self, verify: bool) -> None:
         named = set()
-        for rec in self._read_manifest():
+        for rec in self._read_manifest(repair=True):
             named.add(rec["shard"])
             shard, labels = self._open_shard(rec, verify)
             self._add(rec, shard, labels, shard.sample_shape)
