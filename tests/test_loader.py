@@ -107,3 +107,34 @@ def test_micro_batches_under_two_processes_take_their_share(tmp_path, monkeypatc
     chunks = {k: full[4 * k:4 * k + 4] for k in range(4)}
     assert torch.equal(shares[0][0], torch.cat([chunks[0], chunks[2]]))
     assert torch.equal(shares[1][0], torch.cat([chunks[1], chunks[3]]))
+
+
+def test_the_run_lock_dies_with_its_holder_not_with_its_forked_workers(tmp_path):
+    """A loader worker (forked) shares the run lock's open file; it must not keep the lock after the holder is
+    killed (a resume right after a crash would be refused as 'in use')."""
+    import os
+    import signal
+    import time
+
+    from deliberate.lock import RunLock
+
+    r, w = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # the run: takes the lock, forks a worker that lives on, then is killed
+        try:
+            RunLock(tmp_path).acquire()
+            worker = os.fork()
+            if worker == 0:
+                time.sleep(30)
+                os._exit(0)
+            os.write(w, str(worker).encode())
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    worker = int(os.read(r, 32))
+    os.kill(holder, signal.SIGKILL)
+    os.waitpid(holder, 0)
+    try:
+        RunLock(tmp_path).acquire().release()  # the worker still lives: the lock must be free
+    finally:
+        os.kill(worker, signal.SIGKILL)

@@ -164,7 +164,7 @@ def round_stats(pool, reference) -> list[dict]:
     rounds = pool.column("round").astype(int)
     scores = pool.column("score").astype(float)
     omegas = pool.column("omega").astype(float)
-    images, labels = pool.lazy_images, pool.labels
+    images, labels = pool.images, pool.labels
     logits = reference.predict(images)
     ent_ref = entropy(logits).numpy()
     agree = (logits.argmax(-1) == labels).numpy()
