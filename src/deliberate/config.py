@@ -106,7 +106,7 @@ class LearnerConfig:
     channels_last: bool = False
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
     eval_batch_size: int = 1000
-    loader_workers: int = 2  # training input: DataLoader worker processes (0 = in the training process); no effect on results
+    loader_workers: int = 2  # training input: DataLoader worker processes (0 = in-process); results do not depend on it
 
 
 @dataclass
