@@ -6,6 +6,7 @@ import json
 import torch
 
 import deliberate.job as job
+from deliberate.reports.report import report_run
 from deliberate.data.splits import HeldOut
 from deliberate.rundir import read_jsonl
 from conftest import recomputed_test_acc, tiny_config
@@ -32,6 +33,7 @@ def test_run_job_reads_held_out_once_after_all_loops(tmp_path, monkeypatch, spli
     monkeypatch.setattr(job, "obtain_generator", lambda *a, **k: (tiny_generator, {
         "generator_id": tiny_generator.generator_id, "source": "test", "path": "-"}))
     run_dir = job.run_job(cfg)
+    report_run(run_dir)  # the report is written above the job (by the command line)
 
     assert events.count("held-out read") == 1
     assert events[-1] == "held-out read"  # after every loop finished

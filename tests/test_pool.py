@@ -6,8 +6,8 @@ import torch
 from deliberate.practice.pool import MANIFEST, Pool, PoolError, ShardMeta
 
 
-def _add(pool, n, round_=0, start_seed=0):
-    images = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8)
+def _add(pool, n, round_=0, start_seed=0, side=4):
+    images = torch.randint(0, 256, (n, 1, side, side), dtype=torch.uint8)
     labels = torch.arange(n) % 3
     return pool.append(images, labels, list(range(start_seed, start_seed + n)), torch.rand(n),
                        ShardMeta(round_, 0.1, 0.0, 5, "gen-x"))
@@ -60,3 +60,40 @@ def test_length_mismatch_rejected(tmp_path):
         p.append(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), [0, 1, 2],
                  torch.zeros(3), ShardMeta(0, 0, 0, 1, "g"))
     assert len(Pool(tmp_path)) == 0
+
+
+def test_lazy_reads_match_the_in_memory_pool_and_hold_no_images(tmp_path):
+    """Any indices (order, repeats, negative) read from the shards equal the all-in-RAM pool's; the pool object
+    itself holds no image bytes (what bench/pool_scale.py measures as flat RSS)."""
+    import pickle
+
+    from deliberate.practice.pool import MemoryPool
+
+    p = Pool(tmp_path)
+    for k in range(4):
+        _add(p, 50, round_=k, start_seed=50 * k, side=32)
+    ram, disk = MemoryPool(tmp_path), Pool(tmp_path)
+    idx = torch.cat([torch.randint(0, 200, (300,), generator=torch.Generator().manual_seed(0)),
+                     torch.tensor([199, 0, 0, 49, 50, -1])])
+    for q in (disk, p):
+        im, lab = q.get(idx)
+        assert torch.equal(im, ram.get(idx)[0]) and torch.equal(lab, ram.get(idx)[1])
+    assert torch.equal(disk.images, ram.get(torch.arange(200))[0])
+    assert torch.equal(disk.lazy_images[torch.arange(200) % 7 == 0], disk.images[::7])
+    assert len(pickle.dumps(disk)) < disk.images.numel() // 10  # no image bytes held
+
+
+def test_replica_reads_the_shards_rank0_wrote_or_holds_them(tmp_path):
+    """A replica (rank > 0) maps the shard rank 0 wrote when the directory is shared, else holds the samples."""
+    from deliberate.practice.pool import ReplicaPool
+
+    writer, shared, alone = Pool(tmp_path / "a"), ReplicaPool(tmp_path / "a"), ReplicaPool(tmp_path / "b")
+    images = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8)
+    args = (images, torch.arange(6) % 3, list(range(6)), torch.rand(6), ShardMeta(0, 0.0, 0.0, 5, "g"))
+    writer.append(*args)
+    shared.append(*args)
+    alone.append(*args)
+    assert shared._shards[-1] is not None and shared.records[-1]["sha256"] == writer.records[-1]["sha256"]
+    assert alone._shards[-1] is None and not list((tmp_path / "b").glob("*.safetensors"))
+    for q in (shared, alone):
+        assert torch.equal(q.images, images) and q.column("seeds").tolist() == list(range(6))

@@ -17,7 +17,6 @@ that ``deliberate check --repair`` can regenerate a damaged guided shard.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -26,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from . import faults
+from . import distributed
+from .config import Config, load_config
+from .fileio import DiskFullError, atomic_write  # noqa: F401  (DiskFullError: re-exported for callers)
 
 VERSION = 1
 CHECKPOINT = "checkpoint.pt"
@@ -36,7 +38,7 @@ RESULT = "result.json"
 # (Bitwise equality also needs the same run.threads: see docs/robustness.md.)
 RUNTIME_KEYS = frozenset({"run.progress", "run.device", "run.threads", "run.out_dir", "run.name",
                           "run.checkpoint_every", "data.root", "data.workers", "generator.path",
-                          "generator.cache_dir"})
+                          "generator.cache_dir", "learner.loader_workers"})
 
 
 class ResumeError(RuntimeError):
@@ -45,44 +47,6 @@ class ResumeError(RuntimeError):
 
 class CheckpointError(ResumeError):
     """A checkpoint that is unreadable or does not match the config, the learner or the pool."""
-
-
-class DiskFullError(RuntimeError):
-    """No space left while writing run state; nothing was left half-written and the run can be resumed."""
-
-
-def storage_error(e: OSError, path: Path) -> Exception:
-    """ENOSPC → :class:`DiskFullError` naming the file; any other OSError unchanged."""
-    if e.errno == errno.ENOSPC:
-        return DiskFullError(f"disk full while writing {path}; nothing was left half-written: free space and "
-                             f"continue with `deliberate run --resume RUN_DIR`")
-    return e
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write, fault: str | None = None) -> None:
-    """``write(tmp_path)``, fsync, rename over ``path``; on failure the temp file is removed and ``path`` is
-    untouched (ENOSPC becomes :class:`DiskFullError`)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if fault:
-            faults.point(fault, faults.truncate_half(tmp))
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(e, path) from e
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -94,8 +58,6 @@ def flatten(d: dict) -> dict:
 def config_changes(old: dict, new: dict) -> list[str]:
     """Dotted keys, other than :data:`RUNTIME_KEYS`, whose values differ, as ``key: old → new`` (a key missing from
     a config written by an older version counts as its default)."""
-    from .config import Config
-
     defaults = flatten(Config().to_dict())
     a, b = {**defaults, **flatten(old)}, {**defaults, **flatten(new)}
     return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
@@ -113,10 +75,6 @@ def require_same_config(old: dict, new: dict, what: str) -> None:
 def resume_config(run_dir: str | Path, overrides: list[str] | None = None):
     """The config of an existing run (``RUN_DIR/config.yaml``) with ``overrides``; refuses overrides that change
     the results (naming the key)."""
-    import yaml
-
-    from .config import load_config
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ResumeError(f"{run_dir} is not a run directory (no config.yaml)")
@@ -261,3 +219,21 @@ class Checkpointer:
         if state is None:
             raise CheckpointError(f"{self.dir} is marked finished but its checkpoint {self.path} is missing")
         self._load_learner(learner, state)
+
+
+class ReadOnlyCheckpointer(Checkpointer):
+    """The checkpointer of ranks other than 0: it restores (every rank resumes from the same state), never writes."""
+
+    def save(self, *a, **k) -> None:
+        pass
+
+    def mark_finished(self, result: dict) -> None:
+        pass
+
+    def _rewind_log(self, size: int) -> None:
+        pass
+
+
+def checkpointer(*args, **kw) -> Checkpointer:
+    """A :class:`Checkpointer` on rank 0; a :class:`ReadOnlyCheckpointer` elsewhere."""
+    return (Checkpointer if distributed.is_main() else ReadOnlyCheckpointer)(*args, **kw)

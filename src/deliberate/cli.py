@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     from .data.idx import DataError
-    from .generation.pixel import GeneratorError
+    from .generation.base import GeneratorError
     from .practice.pool import PoolError
 
     try:
@@ -76,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             gen, info = obtain_generator(cfg, splits, resolve_device(cfg.run.device), cfg.run.progress)
             print(f"generator {info['generator_id']} ({info['source']}): {info['path']}")
             return 0
+        from . import distributed
         from .job import run_job
+        from .reports.report import report_run
 
-        run_job(cfg, run_dir=resume, resume=bool(resume))
+        distributed.setup(cfg.run.device)  # (run_job joins the group too; here to know the rank after it left)
+        main = distributed.is_main()
+        run_dir = run_job(cfg, run_dir=resume, resume=bool(resume))
+        if main:
+            print(f"report: {report_run(run_dir)}")
         return 0
     except (DataError, GeneratorError, PoolError, ResumeError, RunLockedError, DiskFullError) as e:
         print(f"deliberate: error: {e}", file=sys.stderr)

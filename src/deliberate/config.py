@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .registry import CRITERIA, GENERATORS, LEARNERS, METHODS
+
 
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
@@ -121,6 +123,7 @@ class LearnerConfig:
     channels_last: bool = False
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
     eval_batch_size: int = 1000
+    loader_workers: int = 2  # training input: DataLoader worker processes (0 = in-process); results do not depend on it
 
 
 @dataclass
@@ -289,8 +292,6 @@ def config_from_dict(data: dict) -> Config:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
-    from .registry import GENERATORS, LEARNERS, CRITERIA, METHODS
-
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
@@ -385,5 +386,6 @@ def _validate_paper_scale(cfg: Config, need) -> None:
     need(g.name != "stable_diffusion" or bool(g.path), "generator.name=stable_diffusion needs generator.path "
          "(a local diffusers-format Stable Diffusion directory; nothing is downloaded)")
     need(lr.micro_batch_size >= 0, f"learner.micro_batch_size must be >= 0, got {lr.micro_batch_size}")
+    need(lr.loader_workers >= 0, f"learner.loader_workers must be >= 0, got {lr.loader_workers}")
     need(not lr.micro_batch_size or lr.batch_size % lr.micro_batch_size == 0,
          f"learner.batch_size ({lr.batch_size}) must be a multiple of learner.micro_batch_size ({lr.micro_batch_size})")

@@ -1,4 +1,5 @@
-"""The main job: real splits → generator → every practice method → held-out evaluation → report.
+"""The main job: real splits → generator → every practice method → held-out evaluation → ``summary.json``
+(the report of the run directory is written above this layer: :func:`deliberate.reports.report.report_run`).
 
 The held-out test split is read once, in :func:`evaluate_held_out`, after every method has finished.
 """
@@ -15,13 +16,15 @@ import yaml
 from safetensors.torch import save_file
 
 from . import distributed
-from .checkpoint import ResumeError, atomic_write, require_same_config, seed_all, set_deterministic
+from .checkpoint import ResumeError, checkpointer, require_same_config, seed_all, set_deterministic
 from .config import Config
 from .data.splits import RealSplits, load_splits
-from .generation.pixel import GeneratorError
+from .fileio import atomic_write
+from .generation.base import GeneratorError, ShardedGenerator
 from .learning.learner import Learner
 from .practice.loop import PracticeResult, practice
-from .practice.pool import Pool
+from .lock import main_lock
+from .practice.pool import Pool, open_pool
 from .registry import GENERATORS, METHODS
 from .rundir import JsonlLog, new_run_dir, read_jsonl, write_config, write_json
 
@@ -66,8 +69,8 @@ def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: P
     seed_all(cfg.run.seed)  # each method starts from the same global RNG state, whether or not others were rerun
     learner = Learner(cfg.learner, splits.num_classes, generator.image_shape[0], cfg.practice.iterations, device,
                       seed=cfg.run.seed)
-    pool = distributed.open_pool(mdir / "pool", verify=True)  # rank 0 writes; other ranks hold replicas
-    ckpt = distributed.checkpointer(mdir, cfg, spec, log_path=mdir / "stats.jsonl")
+    pool = open_pool(mdir / "pool", verify=True)  # rank 0 writes; other ranks hold replicas
+    ckpt = checkpointer(mdir, cfg, spec, log_path=mdir / "stats.jsonl")
     if (done := ckpt.finished()) is not None:  # finished before an interruption: not rerun
         ckpt.load_final(learner)
         print(f"{name}: finished before the interruption, not rerun")
@@ -132,9 +135,9 @@ def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = No
     run_dir = Path(run_dir) if run_dir else distributed.on_main(lambda: new_run_dir(cfg.run.out_dir, cfg.run.name))
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
-    with distributed.lock(run_dir):
+    with main_lock(run_dir):
         out = _run_job(cfg, run_dir, progress, resume)
-    distributed.shutdown()  # waits for rank 0's report, then leaves the process group
+    distributed.shutdown()  # waits for rank 0's summary, then leaves the process group
     return out
 
 
@@ -160,7 +163,7 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
         cfg.generator.path = cfg.generator.path if moved else recorded["path"]
     generator, gen_info = distributed.main_first(lambda: obtain_generator(
         cfg, splits, device, progress, log=distributed.main_only(JsonlLog(run_dir / "generator_stats.jsonl"))))
-    generator = distributed.ShardedGenerator.wrap(generator)  # each rank samples its share of every call
+    generator = ShardedGenerator.wrap(generator)  # each rank samples its share of every call
     if resume and recorded:
         if gen_info["generator_id"] != recorded["generator_id"]:
             raise GeneratorError(f"generator at {gen_info['path']} is {gen_info['generator_id']}, but run {run_dir} "
@@ -172,7 +175,6 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
 
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
-    pools: dict[str, Pool] = {}
     methods = order_methods(cfg.run.methods)
     for k, name in enumerate(methods):
         budget = results["dp"].samples if name in SIZED_BY_DP and "dp" in results else None
@@ -180,7 +182,7 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
             print(f"[stage {k + 1}/{len(methods)}] {name}  (elapsed {_mmss(time.perf_counter() - t_start)}"
                   + (f", about {_mmss(eta)} left)" if (eta := time_left(cfg, methods[k:], results)) else ")"),
                   flush=True)
-        results[name], learners[name], pools[name] = run_method(name, cfg, splits, generator, run_dir, device, budget,
+        results[name], learners[name], _ = run_method(name, cfg, splits, generator, run_dir, device, budget,
                                                                 progress)
         r = results[name]
         if main:
@@ -210,11 +212,7 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
     if not main:
         return run_dir
     write_json(run_dir / "summary.json", summary)
-    from .reports.report import write_report
-
-    write_report(run_dir, summary, pools)
     for n, m in summary["methods"].items():
         print(f"{n:>18}: held-out test {m['test_acc']:.4f}  val {m['val_acc']:.4f}  samples {m['samples']}  "
               f"iterations {m['iterations']}")
-    print(f"report: {run_dir / 'report.md'}")
     return run_dir

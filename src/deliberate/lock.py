@@ -1,15 +1,34 @@
 """One writer per run directory: an exclusive ``flock`` on ``RUN_DIR/.lock``.
 
 The kernel drops the lock when its holder exits for any reason (SIGKILL included), so a crashed run never
-leaves a stale lock behind; a second live process is refused with the holder's pid.
+leaves a stale lock behind; a second live process is refused with the holder's pid. A ``flock`` belongs to the
+open file, which a forked child (a DataLoader worker) shares: children close their copy at fork, so the lock
+dies with its holder and not with the last of its workers.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
 
+from . import distributed
+
 LOCK_FILE = ".lock"
+
+
+_HELD: dict[int, "RunLock"] = {}  # descriptor → lock, in this process
+
+
+def _close_in_child() -> None:
+    """After a fork: drop the child's copies of the lock descriptors (without unlocking: the parent holds on)."""
+    for fd, lock in list(_HELD.items()):
+        os.close(fd)
+        lock._fd = None
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RunLockedError(RuntimeError):
@@ -33,10 +52,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        _HELD[fd] = self
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD.pop(self._fd, None)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -46,3 +67,8 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def main_lock(run_dir: str | Path):
+    """The run-directory lock, held by rank 0 only (the other ranks are part of the same run)."""
+    return RunLock(run_dir) if distributed.is_main() else contextlib.nullcontext()

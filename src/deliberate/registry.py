@@ -5,6 +5,10 @@ practice methods are chosen by name in the config.
     class PixelDiffusion: ...
 
     gen = GENERATORS.build("pixel_unet", cfg)
+
+The registry is the bottom of the import graph: it imports nothing of ``deliberate``. The modules that define
+built-ins register themselves when imported, and the package imports them (``deliberate/__init__.py`` and the
+subpackages' ``__init__``), so every entry is known once ``deliberate`` is imported.
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ class Registry(dict):
         return deco
 
     def get_entry(self, name: str) -> Any:
-        _import_builtins()
         if name not in self:
             raise KeyError(f"unknown {self.kind} '{name}' (known: {', '.join(sorted(self))})")
         return self[name]
@@ -34,33 +37,8 @@ class Registry(dict):
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get_entry(name)(*args, **kwargs)
 
-    def __contains__(self, name: object) -> bool:
-        _import_builtins()
-        return super().__contains__(name)
-
-    def __iter__(self):
-        _import_builtins()
-        return super().__iter__()
-
 
 GENERATORS = Registry("generator")
 LEARNERS = Registry("learner")
 CRITERIA = Registry("guidance criterion")
 METHODS = Registry("practice method")
-
-_IMPORTED = False
-
-
-def _import_builtins() -> None:
-    """Import the modules that register the built-in entries (lazily, to keep import time low)."""
-    global _IMPORTED
-    if _IMPORTED:
-        return
-    _IMPORTED = True
-    from .generation import guidance, pixel  # noqa: F401
-    from .learning import models  # noqa: F401
-    from .practice import methods  # noqa: F401
-    try:
-        from .generation import latent  # noqa: F401
-    except ImportError:  # the latent backend is optional (needs transformers)
-        pass

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from .checkpoint import CHECKPOINT, atomic_write, set_deterministic
+from .checkpoint import CHECKPOINT, set_deterministic
+from .fileio import atomic_write
 from .generation.base import sampling_env
 from .generation.label_check import replace_off_label
 from .practice.pool import MANIFEST, fingerprint, manifest_scores, sha256_file, write_shard
@@ -146,7 +147,7 @@ def _guide_for(cfg, generator, mdir: Path, round_: int, omega: float, device):
 
 def _load_generator(run_dir: Path, cfg, device):
     from .data.splits import load_splits
-    from .generation.pixel import GeneratorError
+    from .generation.base import GeneratorError
     from .job import obtain_generator
 
     info_path = run_dir / "generator.json"
@@ -261,7 +262,7 @@ def _patch_checkpoint(path: Path, old_sha: str, new_sha: str) -> None:
 
 def main(run_dir: str, do_repair: bool = False) -> int:
     """CLI entry: print the report; exit status 0 when every shard is (now) intact, 1 otherwise."""
-    from .generation.pixel import GeneratorError
+    from .generation.base import GeneratorError
     from .lock import RunLockedError
 
     try:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import yaml
+
+from .fileio import write_text
 
 
 def new_run_dir(out_dir: str, name: str = "") -> Path:
@@ -20,18 +21,12 @@ def new_run_dir(out_dir: str, name: str = "") -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, default=str))
+    write_text(path, json.dumps(obj, indent=1, default=str))
 
 
 def write_config(path: Path, cfg_dict: dict) -> None:
-    write_atomic(path, yaml.safe_dump(cfg_dict, sort_keys=False))
+    write_text(path, yaml.safe_dump(cfg_dict, sort_keys=False))
 
 
 class JsonlLog:

@@ -1,3 +1,12 @@
-"""Generation: class-conditional diffusion generators and entropy-guided DDIM sampling (paper Section 2)."""
-from .base import Generator, SampleOutput, per_sample_noise  # noqa: F401
+"""Generation: class-conditional diffusion generators and entropy-guided DDIM sampling (paper Section 2).
+
+Importing the package registers the built-in generators and guidance criteria; the Stable Diffusion backend
+(``stable_diffusion``) only where ``transformers`` is installed."""
+from .base import Generator, GeneratorError, SampleOutput, ShardedGenerator, per_sample_noise  # noqa: F401
 from .guidance import Guide, entropy  # noqa: F401
+from . import pixel  # noqa: F401  (registers pixel_unet)
+
+try:
+    from . import latent  # noqa: F401  (registers stable_diffusion)
+except ImportError:  # the latent backend is optional (needs transformers)
+    pass

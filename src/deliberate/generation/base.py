@@ -21,6 +21,13 @@ from typing import Callable, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
+
+
+class GeneratorError(RuntimeError):
+    """A generator (checkpoint, pipeline directory or settings) that is missing, incomplete or does not match its
+    config; raised by every backend."""
+
 
 @dataclass
 class SampleOutput:
@@ -164,3 +171,38 @@ def sampling_env(device: torch.device | str = "cpu") -> dict:
 def autocast(device: torch.device | str, enabled: bool):
     dev = torch.device(device).type
     return torch.autocast(dev, dtype=torch.bfloat16, enabled=enabled and dev in ("cpu", "cuda"))
+
+
+class ShardedGenerator:
+    """A generator whose ``sample`` calls are split across ranks (``deliberate.distributed``) by whole index-aligned
+    chunks (chunk k of the request's chunks goes to rank k mod W) and gathered back in request order. Every model
+    call is then the one a single process would make (:func:`chunk_calls`), so the pool's bytes do not depend on the
+    number of ranks."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @classmethod
+    def wrap(cls, generator):
+        return cls(generator) if distributed.world_size() > 1 else generator
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def sample(self, labels: torch.Tensor, seeds: Sequence[int], **kw) -> SampleOutput:
+        w, r, n = distributed.world_size(), distributed.rank(), len(labels)
+        calls = chunk_calls(seeds, kw.get("batch_size", 256))
+        mine = torch.tensor(sorted(j for c in calls[r::w] for j in c[1].values()), dtype=torch.long)
+        kw["progress"] = kw.get("progress", False) and distributed.is_main()  # one bar, on rank 0
+        out = self.inner.sample(labels[mine], [seeds[int(j)] for j in mine], **kw)
+        parts = distributed.all_gather_object((mine, out.images, out.score, out.stats))
+        images = torch.empty((n, *tuple(self.inner.image_shape)), dtype=torch.uint8)
+        score = torch.empty(n, dtype=torch.float32)
+        stats = {"guided_steps": 0, "nonfinite_grads": 0, "seconds": 0.0}
+        for idx, im, sc, st in parts:
+            images[idx] = im
+            score[idx] = sc.float()
+            stats["guided_steps"] = max(stats["guided_steps"], st["guided_steps"])
+            stats["nonfinite_grads"] += st["nonfinite_grads"]
+            stats["seconds"] = max(stats["seconds"], st["seconds"])
+        return SampleOutput(images, score, stats)

@@ -42,10 +42,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..registry import GENERATORS
-from .base import SampleOutput, check_request, per_sample_noise, sample_in_chunks, to_uint8
+from .base import GeneratorError, SampleOutput, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
-from .pixel import GeneratorError
 
 # component → (files that must exist, alternatives per entry separated by "|")
 COMPONENTS = {

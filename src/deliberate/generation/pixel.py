@@ -22,16 +22,12 @@ from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from ..registry import GENERATORS
-from .base import SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
+from .base import GeneratorError, SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
 
 META_FILE = "deliberate_generator.json"
 OBJECTIVE_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0}
-
-
-class GeneratorError(RuntimeError):
-    """A generator checkpoint that is missing, incomplete or does not match its config."""
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 from timm.data import Mixup
@@ -34,18 +35,53 @@ def augment_params(n: int, g: torch.Generator, pad: int = 2) -> tuple[torch.Tens
 def augment(x: torch.Tensor, g: torch.Generator, pad: int = 2, params=None, hflip: bool = True) -> torch.Tensor:
     """Random translation by up to ``pad`` pixels (reflect padding) and, with ``hflip``, horizontal flip, per
     sample; ``params`` (from :func:`augment_params`) are drawn from ``g`` when not given (flips are drawn either
-    way, so the translations do not depend on ``hflip``)."""
+    way, so the translations do not depend on ``hflip``). Pure data movement: it works on uint8 and
+    float images alike and commutes with :func:`to_float`, so loader workers augment uint8 batches."""
     b, _, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
     dx, dy, flip = augment_params(b, g, pad) if params is None else params
-    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
-    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
-    out = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
-             rows[:, None, :, None], cols[:, None, None, :]]
     if not hflip:
+        flip = torch.zeros_like(flip)
+    if x.device.type == "cpu":  # loader workers: gather each sample's reflected rows, then its (flipped) columns
+        xn, out = x.numpy(), torch.empty_like(x)
+        on = out.numpy()
+        for i, (ox, oy, f) in enumerate(zip(dx.tolist(), dy.tolist(), flip.tolist())):
+            cols = _reflected(ox - pad, w)
+            on[i] = xn[i][:, _reflected(oy - pad, h)][:, :, cols[::-1] if f else cols]
         return out
-    flip = flip.to(x.device)
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    out = torch.empty_like(x)
+    for i, (ox, oy, f) in enumerate(zip(dx.tolist(), dy.tolist(), flip.tolist())):  # a crop per sample
+        crop = xp[i, :, oy:oy + h, ox:ox + w]
+        out[i] = crop.flip(-1) if f else crop
+    return out
+
+
+def _reflected(start: int, n: int) -> np.ndarray:
+    """Source indices of positions start … start+n-1 of an axis of length n under reflection padding."""
+    i = np.abs(np.arange(start, start + n))
+    return np.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+class Prepare:
+    """What a training step does to its uint8 batch before the model, in the loader's worker processes: the
+    augmentation of :meth:`Learner.step`, micro-batch by micro-batch, with the parameters drawn for the global
+    batch (picklable: it holds only numbers)."""
+
+    def __init__(self, chunks: int, world: int, rank: int, batch_size: int, hflip: bool = True):
+        self.chunks, self.world, self.rank, self.batch_size, self.hflip = chunks, world, rank, batch_size, hflip
+
+    def micro_batches(self, n_local: int) -> tuple[int, int]:
+        """(micro-batches on this process, their size) for a local batch of ``n_local`` samples."""
+        w = self.world
+        n = self.chunks // w if n_local * w == self.batch_size else 1
+        return n, -(-n_local // n)
+
+    def __call__(self, images: torch.Tensor, params) -> torch.Tensor:
+        n, m = self.micro_batches(len(images))
+        w, r = self.world, self.rank
+        return torch.cat([augment(images[k * m:(k + 1) * m], None, params=tuple(p[r + k * w::n * w] for p in params),
+                                  hflip=self.hflip)
+                          for k in range(n)]) if len(images) else images
 
 
 class Learner:
@@ -84,24 +120,33 @@ class Learner:
             return idx
         return torch.cat([idx[c::self.chunks] for c in range(self.rank, self.chunks, self.world)])
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+    def draw_augment(self, n_local: int):
+        """The augmentation parameters of a step on ``n_local`` samples (drawn for the global batch from the
+        learner's RNG, as :meth:`step` draws them); None without augmentation."""
+        return augment_params(n_local * self.world, self.rng) if self.cfg.augment else None
+
+    def preparer(self) -> Prepare:
+        return Prepare(self.chunks, self.world, self.rank, self.cfg.batch_size, self.cfg.hflip)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, prepared: bool = False) -> float:
         """One optimisation step on a uint8 batch (this process's share, :meth:`local_indices`, of the global
-        batch); the LR follows the schedule at the current iteration. Micro-batch gradients are averaged (and, under
+        batch); the LR follows the schedule at the current iteration. ``prepared``: the batch is already augmented
+        (by :class:`Prepare`, with parameters from :meth:`draw_augment`: practice/loader.py) and is only
+        converted to float here, on the device. Micro-batch gradients are averaged (and, under
         DDP, across processes), so a step sees the same data and the same augmentation draws for any W dividing
         the number of chunks (mixup/cutmix excepted: timm draws them per call). Returns the global mean loss."""
         lr = self.cfg.lr * self.schedule.factor(self.iteration)
         for group in self.opt.param_groups:
             group["lr"] = lr
         w, r = self.world, self.rank
-        n = self.chunks // w if len(labels) * w == self.cfg.batch_size else 1  # micro-batches on this process
-        m = -(-len(labels) // n)
-        params = augment_params(len(labels) * w, self.rng) if self.cfg.augment else None  # for the global batch
+        n, m = self.preparer().micro_batches(len(labels))  # micro-batches on this process, their size
+        params = None if prepared else self.draw_augment(len(labels))  # for the global batch
         self.train_model.train()
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(n):
             c = r + k * w  # global chunk id: positions c::(n·w) of the global batch
-            x = to_float(images[k * m:(k + 1) * m]).to(self.device, non_blocking=True)
+            x = to_float(images[k * m:(k + 1) * m].to(self.device, non_blocking=True))
             y = labels[k * m:(k + 1) * m].to(self.device, non_blocking=True)
             if params is not None:
                 x = augment(x, self.rng, params=tuple(p[c::n * w] for p in params), hflip=self.cfg.hflip)

@@ -23,6 +23,7 @@ from ..generation.base import sampling_kwargs
 from ..generation.guidance import build_guide
 from ..generation.label_check import replace_off_label
 from ..learning.learner import Learner
+from .loader import TrainFeed
 from .methods import MethodSpec
 from .pool import Pool, ShardMeta
 from .trigger import PatienceTrigger
@@ -126,13 +127,14 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
     if pending is not None:  # a round had started when the run was killed: complete it
         finish(pending)
 
+    feed = TrainFeed(pool, learner, batch_rng, cfg.learner.batch_size, cfg.learner.loader_workers)
     bar = tqdm(range(learner.iteration, p.iterations), desc=f"{spec.name}: train", disable=not progress,
                dynamic_ncols=True)
     for it in bar:
-        # Step 2: a mini-batch drawn uniformly from the current pool.
+        # Step 2: a mini-batch drawn uniformly from the current pool (this process's share of it; read and augmented
+        # by the loader's workers: loader.py).
         t0 = time.perf_counter()
-        idx = torch.randint(0, len(pool), (cfg.learner.batch_size,), generator=batch_rng)
-        loss = learner.step(*pool.get(learner.local_indices(idx)))  # this process's share (distributed.py)
+        loss = learner.step(*feed.next(), prepared=True)
         seconds["training"] += time.perf_counter() - t0
         faults.point("iteration")
         done = it + 1
@@ -158,8 +160,10 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
                 rounds += 1
                 step.update(added=spec.add, target=len(pool) + spec.add)
                 save(step)  # the round's starting state: a crash from here on resumes inside the round
+                feed.reset()  # batches from here on are drawn over the grown pool
         finish(step)
         bar.set_postfix(val=f"{val_acc:.3f}", pool=len(pool))
     bar.close()
+    feed.close()
     return PracticeResult(spec.name, val_acc, trigger.best, len(pool), p.iterations, rounds,
                           {k: round(v, 2) for k, v in seconds.items()}, counters["nonfinite_grads"])

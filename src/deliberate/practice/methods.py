@@ -3,7 +3,7 @@
 * ``dp``: Deliberate Practice: N plain samples, then P entropy-guided samples whenever validation stalls.
 * ``dynamic_unguided``: the same loop with ω = 0 (separates "add data when stuck" from guidance).
 * ``static``: every sample up front (ω = 0), no additions.
-* ``prune`` / ``prune_random`` (prune.py): oversample k·M plain samples, keep the M of highest entropy under a
+* ``prune`` / ``prune_random`` (prune.py, registered there): oversample k·M plain samples, keep the M of highest entropy under a
   scorer trained on the first N (or M at random), then train like ``static``.
 """
 from __future__ import annotations
@@ -40,6 +40,3 @@ def static(cfg, budget: int | None = None) -> MethodSpec:
     without it, ``practice.max_samples``."""
     n = budget or cfg.practice.max_samples
     return MethodSpec("static", n, 0, 0.0, n)
-
-
-from . import prune as _prune  # noqa: E402,F401  (registers "prune" and "prune_random": oversample-then-prune)

@@ -1,13 +1,22 @@
 """The short markdown report of a run: results table, plots, sample grids of each round."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from ..data.splits import CLASSES
-from ..rundir import read_jsonl, write_atomic
+from ..fileio import write_text
+from ..practice.pool import Pool
+from ..rundir import read_jsonl
 from .plots import accuracy_curves, sample_grid
+
+
+def _first_per_class(labels: torch.Tensor, sel: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Positions of the first ``per_class`` samples of each class among ``sel`` (all a grid shows)."""
+    pos = sel.nonzero().reshape(-1)
+    return torch.cat([pos[labels[pos] == c][:per_class] for c in labels[pos].unique()]).sort().values
 
 
 def round_grids(pool, out_dir: Path, method: str, per_class: int = 8) -> list[Path]:
@@ -21,7 +30,8 @@ def round_grids(pool, out_dir: Path, method: str, per_class: int = 8) -> list[Pa
         score = pool.column("score")[sel.numpy()]
         h = "" if torch.isnan(torch.tensor(score)).all() else f", mean entropy {float(torch.tensor(score).nanmean()):.3f}"
         n_cls = int(labels.max()) + 1
-        sample_grid(pool.images[sel], labels[sel], n_cls, per_class, path,
+        shown = _first_per_class(labels, sel, per_class)
+        sample_grid(pool.lazy_images[shown], labels[shown], n_cls, per_class, path,
                     title=f"{method} round {r} (ω={omega:g}, {int(sel.sum())} samples{h})",
                     class_names=CLASSES if n_cls == len(CLASSES) else None)
         paths.append(path)
@@ -54,4 +64,13 @@ def write_report(run_dir: Path, summary: dict, pools: dict) -> None:
             lines.append(f"## Samples: {name}")
             lines += [f"![{p.stem}](plots/{p.name})" for p in grids]
             lines.append("")
-    write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def report_run(run_dir: str | Path) -> Path:
+    """``RUN_DIR/report.md`` of a finished run, from its ``summary.json``, logs and pools (read from disk)."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    pools = {m: Pool(run_dir / "methods" / m / "pool") for m in summary["methods"]}
+    write_report(run_dir, summary, pools)
+    return run_dir / "report.md"
