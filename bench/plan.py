@@ -7,7 +7,9 @@ spot (meaningless numbers; for development and the slow test).
 Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` aligns the model calls with every pool
 size and round of the full and quick modes (multiples of 100), so no call is padded (bench/sampling_chunks.py:
 a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
-cores). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+cores). ``sampling.solver=ddim``: the benchmark's steps check compares DDIM step counts (25 vs fewer), as in its
+committed results; the solver study is bench/generator_quality.py (the project default is DPM-Solver++ 2M at 10
+steps). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def dp(n: int, p: int, t: int = 1, growth: int = 1, max_: int = 0, rounds: int =
 MODES = {
     "full": Mode(
         name="full",
-        base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100"],
+        base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
+              "sampling.solver=ddim"],
         steps_reference=25, steps_candidates=[15], steps_check_size=400, steps_check_seeds=[0, 1],
         static_sizes=[200, 400, 800, 1600, 3200],
         dp_base=dp(400, 200, max_=1000),
@@ -74,7 +77,8 @@ MODES = {
     ),
     "quick": Mode(
         name="quick",
-        base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100"],
+        base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
+              "sampling.solver=ddim"],
         steps_reference=25, steps_candidates=[15], steps_check_size=400,
         static_sizes=[200, 800, 3200],
         dp_base=dp(400, 200, max_=1000),
@@ -91,6 +95,7 @@ MODES = {
         name="tiny",
         base=["practice.iterations=60", "practice.eval_every=5", "learner.batch_size=32", "run.progress=false",
               "learner.eval_batch_size=500", "sampling.batch_size=100", "sampling.shard_size=50",
+              "sampling.solver=ddim",
               "data.val_size=300", "data.gen_train_size=1500"],
         steps_reference=5, steps_candidates=[3], steps_check_size=40,
         static_sizes=[20, 40, 80, 160],
