@@ -119,7 +119,7 @@ class LearnerConfig:
     cutmix: float = 0.0
     augment: bool = True  # random crop with padding (+ horizontal flip when hflip)
     hflip: bool = True  # part of augment; Fashion-MNIST items all face one way, so a flip makes unseen images
-    bf16: bool = False
+    bf16: bool = True  # autocast: 1.8x faster per iteration at equal accuracy (bench/results/learner_audit.md)
     channels_last: bool = False
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
     eval_batch_size: int = 1000

@@ -123,7 +123,7 @@ def obtain_reference(cfg, splits, device="cpu", iterations: int = 2000, cache_di
 
     from .learning.learner import Learner
 
-    lcfg = replace(cfg.learner, ema=False, mixup=0.0, cutmix=0.0, pretrained_path="")
+    lcfg = replace(cfg.learner, ema=False, mixup=0.0, cutmix=0.0, pretrained_path="", bf16=False)  # fixed instrument
     key = _reference_key(cfg, splits.meta, iterations, seed)
     path = Path(cache_dir) / key
     learner = Learner(lcfg, splits.num_classes, splits.gen_train.images.shape[1], iterations, device, seed=seed)
