@@ -58,7 +58,7 @@ class GeneratorConfig:
     prediction: Literal["epsilon", "v_prediction"] = "epsilon"
     loss_weight: Literal["uniform", "min_snr"] = "min_snr"
     min_snr_gamma: float = 5.0
-    bf16: bool = False  # bf16 autocast: slower than fp32 for this small UNet on CPUs without AMX (measured)
+    bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
     seed: int = 0
     # Stable Diffusion backend
     prompt_templates: tuple = ("a photo of a {}.",)
