@@ -48,7 +48,7 @@ class GeneratorConfig:
     layers_per_block: int = 1
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    train_steps: int = 600  # with fp32 and min-SNR weighting: bench/results/generator_quality.md
+    train_steps: int = 1200
     batch_size: int = 128
     lr: float = 1e-3
     ema_decay: float = 0.995
@@ -56,7 +56,7 @@ class GeneratorConfig:
     # Training objective (pixel backend): what the UNet predicts, and how the per-timestep loss is weighted.
     # epsilon | v_prediction (Salimans & Ho 2022); uniform | min_snr (Hang et al. 2023, min(SNR, γ) weighting)
     prediction: Literal["epsilon", "v_prediction"] = "epsilon"
-    loss_weight: Literal["uniform", "min_snr"] = "min_snr"
+    loss_weight: Literal["uniform", "min_snr"] = "uniform"
     min_snr_gamma: float = 5.0
     bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
     seed: int = 0
@@ -73,9 +73,9 @@ class GeneratorConfig:
 
 @dataclass
 class SamplingConfig:
-    steps: int = 10  # solver steps (model evaluations per sample, ×2 with classifier-free guidance)
+    steps: int = 25  # solver steps (model evaluations per sample, ×2 with classifier-free guidance)
     # ddim (first order, the paper's) | dpmpp_2m (DPM-Solver++ 2M) | unipc (UniPC-2M); all from diffusers, x̂0 clipped
-    solver: Literal["ddim", "dpmpp_2m", "unipc"] = "dpmpp_2m"  # chosen on validation: bench/results/solvers.md
+    solver: Literal["ddim", "dpmpp_2m", "unipc"] = "ddim"  # configs/fast.yaml: dpmpp_2m at 10 steps (README)
     cfg_scale: float = 3.0  # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5); chosen on validation (bench/cfg_sweep.py, README)
     eta: float = 0.0
     batch_size: int = 250  # samples per model call: index-aligned chunks of seeds (generation/base.py); fixes bytes
@@ -119,7 +119,7 @@ class LearnerConfig:
     cutmix: float = 0.0
     augment: bool = True  # random crop with padding (+ horizontal flip when hflip)
     hflip: bool = True  # part of augment; Fashion-MNIST items all face one way, so a flip makes unseen images
-    bf16: bool = True  # autocast: 1.8x faster per iteration at equal accuracy (bench/results/learner_audit.md)
+    bf16: bool = False  # configs/fast.yaml: on (1.8x faster per iteration, equal accuracy at 400 it: learner_audit.md)
     channels_last: bool = False
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
     eval_batch_size: int = 1000
