@@ -8,8 +8,8 @@ Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` ali
 size and round of the full and quick modes (multiples of 100), so no call is padded (bench/sampling_chunks.py:
 a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
 cores). ``sampling.solver=ddim``: the benchmark's steps check compares DDIM step counts (25 vs fewer), as in its
-committed results; the solver study is bench/generator_quality.py (the project default is DPM-Solver++ 2M at 10
-steps). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+committed results; the solver study is bench/generator_quality.py (configs/fast.yaml samples with DPM-Solver++ 2M
+at 10 steps). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
 """
 from __future__ import annotations
 
