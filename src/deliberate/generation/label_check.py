@@ -7,8 +7,10 @@ For an image x0 and each class c, with the *same* noise levels t_k and noises ε
     p(c | x0) ∝ exp(−err_c),   predicted class = argmin_c err_c.
 
 A guided sample whose predicted class is not its intended label has been pushed off its class (label noise, not
-practice) and is replaced by the plain sample of the same (label, seed). The ε_k of a sample come from its seed alone
-(so a sample's verdict does not depend on its batch). Cost: classes × noise levels conditional UNet evaluations
+practice) and is replaced by the plain sample of the same (label, seed). The ε_k of a sample come from its seed alone; the
+model calls are batched by position (not index-aligned like sampling), so on CPUs whose kernels depend on batch
+composition the errors may differ in their last bits with the request, which could change a verdict only at a
+near-exact tie. Repair re-runs the check on the same request, so it reproduces the same calls. Cost: classes × noise levels conditional UNet evaluations
 per checked sample, charged to guided generation.
 """
 from __future__ import annotations
