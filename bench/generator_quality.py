@@ -47,6 +47,11 @@ VARIANTS = {
     "fp32-600-minsnr": ["generator.bf16=false", "generator.train_steps=600", "generator.loss_weight=min_snr"],
     "fp32-600-v-minsnr": ["generator.bf16=false", "generator.train_steps=600", "generator.loss_weight=min_snr",
                           "generator.prediction=v_prediction"],
+    # bf16 (the default precision) at half the default steps: the candidates for a default job in <= 20 min
+    "600-minsnr": ["generator.train_steps=600", "generator.loss_weight=min_snr"],
+    "600-minsnr-lr3e-3": ["generator.train_steps=600", "generator.loss_weight=min_snr", "generator.lr=3e-3"],
+    "600-v-minsnr-lr3e-3": ["generator.train_steps=600", "generator.loss_weight=min_snr", "generator.lr=3e-3",
+                            "generator.prediction=v_prediction"],
 }
 
 
@@ -136,7 +141,10 @@ def main(argv=None) -> int:
     log(f"reference classifier: val {ref_info['val_acc']:.4f} ({ref_info['source']})")
     rows, learners = {}, {}
     if args.what == "generators":
-        todo = [(v, VARIANTS[v], "ddim", None) for v in args.variants.split(",")]
+        # the sampler is the config's (sampling.solver / sampling.steps overrides); rows name it unless DDIM 25
+        sc = load_config(None, list(args.overrides)).sampling
+        tag = "" if (sc.solver, sc.steps) == ("ddim", 25) else f" @ {sc.solver}:{sc.steps}"
+        todo = [(v + tag, VARIANTS[v], sc.solver, sc.steps) for v in args.variants.split(",")]
     else:
         todo = [(f"{sv}:{st}", VARIANTS[args.generator], sv, int(st))
                 for sv, st in (x.split(":") for x in args.solvers.split(","))]

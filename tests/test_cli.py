@@ -27,6 +27,8 @@ def test_smoke_preset_end_to_end(tmp_path):
         assert m["test_acc"] == recomputed_test_acc(run_dir, name)
         assert m["test_acc"] > 0.13 and m["iterations"] == 200 and m["samples"] >= 200  # chance: 0.10 ± 0.003
     assert summary["generator"]["source"] == "trained"
+    # static copied DP's two plain initial shards (sample i is fixed by generator, label, seed and settings)
+    assert summary["methods"]["static"]["reused_samples"] == 200 and summary["methods"]["dp"]["reused_samples"] == 0
     assert (run_dir / "report.md").read_text().count("| dp |") == 1
     plots = {p.name for p in (run_dir / "plots").iterdir()}
     assert "accuracy.png" in plots and "samples_dp_round000.png" in plots

@@ -62,7 +62,9 @@ def order_methods(methods) -> list[str]:
 
 
 def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: Path, device, budget=None,
-               progress: bool = True) -> tuple[PracticeResult, Learner, Pool]:
+               progress: bool = True, donors: list[Pool] = ()) -> tuple[PracticeResult, Learner, Pool]:
+    """One method of the job in ``run_dir/methods/NAME``. ``donors``: the pools of the methods run before it, whose
+    plain initial shards it copies where they are what it would sample (:func:`~deliberate.practice.loop.grow`)."""
     spec = METHODS.build(name, cfg, budget=budget)
     mdir = run_dir / "methods" / name
     mdir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,8 @@ def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: P
         print(f"{name}: finished before the interruption, not rerun")
         return PracticeResult(**done), learner, pool
     result = practice(spec, cfg, generator, learner, splits.val, pool,
-                      log=distributed.main_only(JsonlLog(mdir / "stats.jsonl")), progress=progress, ckpt=ckpt)
+                      log=distributed.main_only(JsonlLog(mdir / "stats.jsonl")), progress=progress, ckpt=ckpt,
+                      donors=donors)
     weights = {k: v.contiguous() for k, v in learner.eval_model.state_dict().items()}
     if distributed.is_main():
         atomic_write(mdir / "model.safetensors", lambda p: save_file(weights, p))
@@ -106,11 +109,13 @@ def time_left(cfg: Config, methods: list[str], done: dict[str, PracticeResult]) 
         return None
     r = next(iter(done.values()))
     per_it = (r.seconds["training"] + r.seconds["evaluation"]) / max(1, r.iterations)
-    plain = cfg.practice.initial_samples if r.seconds.get("guided_generation") else r.samples
+    plain = (cfg.practice.initial_samples if r.seconds.get("guided_generation") else r.samples) - r.reused
     per_sample = r.seconds["generation"] / max(1, plain)
     size = done["dp"].samples if "dp" in done else cfg.practice.max_samples
-    return sum(cfg.practice.iterations * per_it + (size if m in SIZED_BY_DP else cfg.practice.initial_samples)
-               * per_sample for m in methods)
+    shared = cfg.practice.initial_samples  # the plain initial pool the first method made, copied by the others
+    return sum(cfg.practice.iterations * per_it + ((size if m in SIZED_BY_DP else cfg.practice.initial_samples)
+                                                   - (0 if m.startswith("prune") else shared)) * per_sample
+               for m in methods)
 
 
 def evaluate_held_out(learners: dict[str, Learner], splits: RealSplits) -> dict[str, float]:
@@ -175,6 +180,7 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
 
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
+    pools: list[Pool] = []
     methods = order_methods(cfg.run.methods)
     for k, name in enumerate(methods):
         budget = results["dp"].samples if name in SIZED_BY_DP and "dp" in results else None
@@ -182,12 +188,15 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
             print(f"[stage {k + 1}/{len(methods)}] {name}  (elapsed {_mmss(time.perf_counter() - t_start)}"
                   + (f", about {_mmss(eta)} left)" if (eta := time_left(cfg, methods[k:], results)) else ")"),
                   flush=True)
-        results[name], learners[name], _ = run_method(name, cfg, splits, generator, run_dir, device, budget,
-                                                                progress)
+        results[name], learners[name], pool = run_method(name, cfg, splits, generator, run_dir, device, budget,
+                                                         progress, donors=pools)
+        pools = [*pools, pool]
         r = results[name]
         if main:
             why = blocked_triggers(run_dir / "methods" / name / "stats.jsonl")
-            print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples, {r.rounds} additions"
+            print(f"{name}: val {r.val_acc:.4f} (best {r.best_val_acc:.4f}), {r.samples} samples"
+                  + (f" ({r.reused} plain ones shared with an earlier method)" if r.reused else "")
+                  + f", {r.rounds} additions"
                   + (" (triggers blocked: " + ", ".join(f"{k} ×{v}" for k, v in why.items()) + ")" if why else ""))
 
     test_acc = evaluate_held_out(learners, splits)
@@ -200,7 +209,7 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
     summary = {
         "methods": {n: {"test_acc": test_acc[n], "val_acc": r.val_acc, "best_val_acc": r.best_val_acc,
                         "samples": r.samples, "iterations": r.iterations, "rounds": r.rounds, "seconds": r.seconds,
-                        "nonfinite_grads": r.nonfinite_grads,
+                        "nonfinite_grads": r.nonfinite_grads, "reused_samples": r.reused,
                         "blocked": blocked_triggers(run_dir / "methods" / n / "stats.jsonl")}
                     for n, r in results.items()},
         "generator": gen_info,

@@ -12,6 +12,7 @@ The held-out test split is not an argument: nothing here can read it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,13 +40,18 @@ class PracticeResult:
     rounds: int
     seconds: dict = field(default_factory=dict)
     nonfinite_grads: int = 0  # guidance gradients that were NaN/Inf: that sample took that step unguided
+    reused: int = 0  # plain samples copied from an earlier method's identical shards (grow's donors), not sampled
 
 
-def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progress: bool = False) -> dict:
+def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progress: bool = False,
+         donors: Sequence[Pool] = ()) -> dict:
     """Generate ``count`` samples into ``pool``, shard by shard. Sample i of the pool has label i mod C and seed
-    ``sampling.seed_offset + i``, so any pool is reproducible sample by sample."""
+    ``sampling.seed_offset + i``, so any pool is reproducible sample by sample. A plain shard that one of the
+    ``donors`` (pools of methods run earlier in the same job) already holds, made identically
+    (:meth:`Pool.same_shard`), is copied instead of sampled again: the bytes are the ones sampling would give."""
     s = cfg.sampling
-    stats = {"seconds": 0.0, "guided_steps": 0, "nonfinite_grads": 0}
+    stats = {"seconds": 0.0, "guided_steps": 0, "nonfinite_grads": 0, "reused": 0}
+    omega = guide.omega if guide is not None else 0.0
     start = len(pool)
     bar = tqdm(total=count, desc=f"round {round_}: generate" + (" (guided)" if guide and guide.omega else ""),
                disable=not progress, dynamic_ncols=True, leave=False)
@@ -54,6 +60,15 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         idx = torch.arange(lo, hi)
         labels = idx % generator.num_classes
         seeds = [s.seed_offset + int(i) for i in idx]
+        meta = ShardMeta.made_by(round_, omega, s, generator)
+        hit = next((h for d in donors if (h := d.same_shard(lo, labels, seeds, meta)) is not None), None) \
+            if omega == 0 else None
+        if hit is not None:
+            faults.point("generate")
+            pool.append(hit[0], labels, seeds, hit[1], meta, extra={"nonfinite_grads": 0, "reused": True})
+            stats["reused"] += hi - lo
+            bar.update(hi - lo)
+            continue
         out = generator.sample(labels, seeds, **sampling_kwargs(s), guide=guide, progress=progress)
         extra = {"nonfinite_grads": out.stats["nonfinite_grads"]}
         if guide is not None and guide.omega > 0 and cfg.guidance.label_check != "none":
@@ -62,9 +77,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
                                                   cfg.guidance.check_timesteps)
             out.stats["seconds"] += time.perf_counter() - t0  # the check's cost is guided generation's
         faults.point("generate")
-        omega = guide.omega if guide is not None else 0.0
-        pool.append(out.images, labels, seeds, out.score,
-                    ShardMeta.made_by(round_, omega, s, generator), extra=extra)
+        pool.append(out.images, labels, seeds, out.score, meta, extra=extra)
         for k in ("seconds", "guided_steps", "nonfinite_grads"):
             stats[k] += out.stats[k]
         bar.update(hi - lo)
@@ -73,13 +86,13 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
 
 
 def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, pool: Pool, log=None,
-             progress: bool = True, ckpt=None) -> PracticeResult:
+             progress: bool = True, ckpt=None, donors: Sequence[Pool] = ()) -> PracticeResult:
     """Algorithm 1. With ``ckpt`` (a :class:`~deliberate.checkpoint.Checkpointer`), the latest saved state is restored
     first and the state is saved after the initial pool, when a round starts and ends, every
     ``run.checkpoint_every`` iterations and at the end: a killed run resumes exactly where it was."""
     p = cfg.practice
     seconds = {"generation": 0.0, "guided_generation": 0.0, "training": 0.0, "evaluation": 0.0}
-    counters = {"guided_steps": 0, "nonfinite_grads": 0}
+    counters = {"guided_steps": 0, "nonfinite_grads": 0, "reused": 0}
     rounds, val_acc, pending = 0, 0.0, None
     trigger = PatienceTrigger(p.patience, p.patience_growth, p.min_delta)
     batch_rng = torch.Generator().manual_seed(cfg.run.seed + 17)
@@ -121,8 +134,9 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
             for k, v in spec.build_pool(pool, cfg, generator, learner.device, progress)["seconds"].items():
                 seconds[k] = seconds.get(k, 0.0) + v
         else:
-            st = grow(pool, spec.initial - len(pool), generator, cfg, 0, progress=progress)
+            st = grow(pool, spec.initial - len(pool), generator, cfg, 0, progress=progress, donors=donors)
             seconds["generation"] += st["seconds"]
+            counters["reused"] += st["reused"]
         save()
     if pending is not None:  # a round had started when the run was killed: complete it
         finish(pending)
@@ -166,4 +180,5 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
     bar.close()
     feed.close()
     return PracticeResult(spec.name, val_acc, trigger.best, len(pool), p.iterations, rounds,
-                          {k: round(v, 2) for k, v in seconds.items()}, counters["nonfinite_grads"])
+                          {k: round(v, 2) for k, v in seconds.items()}, counters["nonfinite_grads"],
+                          counters["reused"])

@@ -360,6 +360,26 @@ class Pool:
         """The full manifest records (per-sample lists included), in order."""
         return self._read_manifest()
 
+    def same_shard(self, start: int, labels: torch.Tensor, seeds: list[int],
+                   meta: ShardMeta) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(images, score) of this pool's shard that holds exactly the samples asked for — same first index, labels,
+        seeds and :class:`ShardMeta` (generator, sampling settings, round, ω, environment) — or None. A sample is
+        determined by those alone, so such a shard is the one a fresh call would write (used to share the plain
+        initial pool between the methods of one job)."""
+        want = json.loads(json.dumps({"start": start, "count": len(labels), **meta.__dict__}))
+        for k, rec in enumerate(self.records):
+            if not all(rec.get(f) == v for f, v in want.items()):
+                continue
+            full = next(r for i, r in enumerate(self._all_records()) if i == k)
+            if full["labels"] != labels.tolist() or full["seeds"] != [int(v) for v in seeds]:
+                continue
+            images, _ = self.get(torch.arange(start, start + len(labels)))
+            shard = self._shards[k]
+            score = (torch.from_numpy(shard.read_tensor("score").copy()) if shard is not None
+                     else torch.tensor([np.nan if v is None else v for v in full["score"]], dtype=torch.float32))
+            return images, score
+        return None
+
     # ----------------------------------------------------------------------------------------------- write
     def _record(self, images, labels, seeds, score, meta, extra, **files) -> dict:
         n = len(labels)
