@@ -35,6 +35,25 @@ from generator_quality import static_runs  # noqa: E402
 from samplecache import CachedGenerator, SampleCache  # noqa: E402
 
 
+# named variants: (criterion, guidance overrides) — the x̂0-range question of the issue (clip, or skip the noisiest
+# steps) and the onlabel criterion with a probability floor
+VARIANTS = {
+    "entropy+clip": ("entropy", ["guidance.clip_x0=true"]),
+    "entropy+skip30": ("entropy", ["guidance.window=[0.3,1.0]"]),
+    "entropy_onlabel+floor0.5": ("entropy_onlabel", ["guidance.floor=0.5"]),
+}
+
+
+def fidelity_at_gain(rows: list[dict], gain: float) -> float | None:
+    """Label fidelity at entropy gain ``gain``, linearly interpolated between a criterion's measured strengths
+    (None where its rows do not bracket ``gain``): the comparison at equal effect."""
+    pts = sorted((r["entropy_gain"], r["label_fidelity"]) for r in rows)
+    for (g0, f0), (g1, f1) in zip(pts, pts[1:]):
+        if g0 <= gain <= g1:
+            return f0 if g1 == g0 else f0 + (f1 - f0) * (gain - g0) / (g1 - g0)
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criteria", default="entropy,entropy_onlabel,entropy_projected,loss_capped")
@@ -43,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--guided", type=int, default=200)
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--gains", default="0.2,0.4", help="entropy gains at which criteria are compared")
     ap.add_argument("overrides", nargs="*", help="e.g. guidance.scale=paper guidance.grad=unet")
     args = ap.parse_intermixed_args(argv)
     t0 = time.perf_counter()
@@ -61,8 +81,9 @@ def main(argv=None) -> int:
     seeds = list(range(10_000, 10_000 + n))
 
     def measure(criterion: str, omega: float) -> dict:
+        crit, extra = VARIANTS.get(criterion, (criterion, []))
         gcfg = load_config(None, ["guidance.scale=paper"] + list(args.overrides)
-                           + [f"guidance.criterion={criterion}"]).guidance
+                           + [f"guidance.criterion={crit}"] + extra).guidance
         with learner.frozen() as clf:
             guide = build_guide(clf, gcfg, omega=omega)
             t1 = time.perf_counter()
@@ -95,13 +116,23 @@ def main(argv=None) -> int:
            "guided": n, "plain": base, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "criteria_sweep.json").write_text(json.dumps(res, indent=1, default=list))
     lines = [f"Measured by `{res['command']}` ({n} guided samples per row; plain: entropy {base['entropy']:.3f}, "
              f"fidelity {base['label_fidelity'] * 100:.1f} %).", "",
              "| criterion | ω | entropy gain (nats) | label fidelity % | p(intended) | ms/image |", "|---|---|---|---|---|---|"]
     for r in rows.values():
         lines.append(f"| {r['criterion']} | {r['omega']:g} | {r['entropy_gain']:+.3f} | "
                      f"{r['label_fidelity'] * 100:.1f} | {r['p_label']:.3f} | {r['seconds_per_image'] * 1000:.0f} |")
+    gains = [float(v) for v in args.gains.split(",")]
+    res["at_gain"] = {c: {f"{g:g}": fidelity_at_gain([base | {"entropy_gain": 0.0}]
+                                                     + [r for r in rows.values() if r["criterion"] == c], g)
+                          for g in gains} for c in dict.fromkeys(r["criterion"] for r in rows.values())}
+    lines += ["", "Label fidelity % at equal entropy gain (interpolated between the strengths above; plain = gain 0; "
+              "– where not bracketed):", "",
+              "| criterion | " + " | ".join(f"gain +{g:g}" for g in gains) + " |", "|---|" + "---|" * len(gains)]
+    for c, v in res["at_gain"].items():
+        lines.append(f"| {c} | " + " | ".join("–" if v[f"{g:g}"] is None else f"{v[f'{g:g}'] * 100:.1f}"
+                                              for g in gains) + " |")
+    (out_dir / "criteria_sweep.json").write_text(json.dumps(res, indent=1, default=list))
     (out_dir / "criteria_sweep.md").write_text("\n".join(lines) + "\n")
     plot(res, out_dir / "plots" / "criteria_sweep.png")
     print("\n".join(lines))

@@ -46,3 +46,13 @@ def test_outside_the_unguided_curve_the_same_setting_is_used():
     assert h["dp_minus_unguided_pp"] == pytest.approx(5.0)
     assert h["dp_minus_unguided_se"] is None  # single seeds: no standard error
     assert "same setting" in h["dp_minus_unguided_detail"]["unguided_from"]
+
+
+def test_criteria_are_compared_at_equal_entropy_gain():
+    from criteria_sweep import fidelity_at_gain
+
+    rows = [{"entropy_gain": 0.0, "label_fidelity": 0.98}, {"entropy_gain": 0.4, "label_fidelity": 0.90},
+            {"entropy_gain": 1.2, "label_fidelity": 0.50}]
+    assert fidelity_at_gain(rows, 0.2) == pytest.approx(0.94)
+    assert fidelity_at_gain(rows[::-1], 0.8) == pytest.approx(0.70)  # order of the rows does not matter
+    assert fidelity_at_gain(rows, 1.5) is None and fidelity_at_gain(rows[:1], 0.1) is None  # not bracketed

@@ -112,6 +112,38 @@ def test_paper_scale_moves_x_t_by_omega_times_its_norm():
     assert not torch.allclose(out, plain, atol=1e-3)
 
 
+def test_clip_x0_shows_the_criterion_the_clamped_image_and_guides_only_pixels_in_range():
+    """``guidance.clip_x0``: the criterion reads clamp(x̂0, −1, 1); with a linear criterion w·x̂0 and ε = 0 the
+    step (paper scale, x0 gradient) moves only the pixels whose x̂0 lies inside [−1, 1]."""
+    torch.manual_seed(2)
+    w = torch.randn(1, 1, 4, 4)
+    seen = []
+
+    def crit(img, y=None):
+        seen.append(img.detach().clone())
+        return (img * w).flatten(1).sum(1)
+
+    x = torch.randn(3, 1, 4, 4) * 2.0  # at the noisiest step x̂0 = x_t/sqrt(ᾱ): many pixels far outside [−1, 1]
+    eps_fn = lambda xt, t: torch.zeros_like(xt)  # noqa: E731
+    sched = _scheduler()
+    out, _ = guided_ddim(eps_fn, sched, x.clone(), 1, Guide(crit, 0.05, scale="paper", grad="x0", clip_x0=True))
+    assert seen[0].abs().max() <= 1.0
+    ref = _scheduler()
+    ref.set_timesteps(1)
+    a = ref.alphas_cumprod[ref.timesteps[0]]
+    inside = ((x / a.sqrt()).abs() < 1).float()
+    g = w * inside
+    g = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    shifted = x + 0.05 * x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * g
+    want = ref.step(torch.zeros_like(x), ref.timesteps[0], shifted, use_clipped_model_output=True).prev_sample
+    assert torch.allclose(out, want, atol=1e-5)
+    seen.clear()
+    unclipped, _ = guided_ddim(eps_fn, _scheduler(), x.clone(), 1, Guide(crit, 0.05, scale="paper", grad="x0"))
+    assert seen[0].abs().max() > 1.0 and not torch.allclose(unclipped, out, atol=1e-4)
+    cfg = load_config(None, ["guidance.clip_x0=true"]).guidance
+    assert build_guide(LINEAR, cfg).clip_x0
+
+
 # ------------------------------------------------------------------------------------------------ solvers
 class Gaussian1D(nn.Module):
     """Exact ε for data x0 ~ N(μ, s²) per pixel: ε = sqrt(1−ᾱ)·(x_t − sqrt(ᾱ)μ)/(ᾱs² + 1 − ᾱ)."""

@@ -81,7 +81,8 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
                 x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
                 if guide.grad == "x0":
                     x0 = x0.detach().requires_grad_(True)
-                h = guide.criterion(decode(x0), labels)
+                img = decode(x0)
+                h = guide.criterion(img.clamp(-1, 1) if guide.clip_x0 else img, labels)
                 (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
             if guide.grad == "x0":
                 g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed

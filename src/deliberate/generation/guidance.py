@@ -13,6 +13,8 @@ it from the score, and a deterministic DDIM step then moves toward *lower* entro
 
 Gradient: ``grad="unet"`` backpropagates through the UNet and the classifier (exact ∇_{x_t}); ``grad="x0"``
 treats ε as constant, so ∇_{x_t}H ≈ ∇_{x̂0}H / sqrt(ᾱ_t): nearly free, an approximation (``bench/`` compares).
+With ``clip_x0`` the criterion reads clamp(x̂0, −1, 1) (in image space, after decoding): H(f(clip(x̂0))), whose
+gradient is zero on pixels outside the range.
 Scale of the step (``guidance.scale``; docs/guidance_scale.md maps each to the paper's ω):
 - ``raw``: ε̃ = ε − ω·sqrt(1−ᾱ_t)·∇_{x_t}H, ω as written in Eq. 7 (its size depends on the classifier's logits);
 - ``normalized``: the same with ∇H rescaled to unit RMS per sample;
@@ -157,6 +159,7 @@ class Guide:
     window: tuple[float, float] = (0.0, 1.0)
     grad: str = "unet"
     scale: str = "raw"
+    clip_x0: bool = False  # the criterion reads the decoded x̂0 clamped to [-1, 1]
 
     def active(self, i: int, steps: int) -> bool:
         """Whether DDIM step i of ``steps`` (0 = the noisiest) is guided."""
@@ -181,4 +184,5 @@ class Guide:
 def build_guide(classifier: nn.Module, cfg, omega: float | None = None) -> Guide:
     """A :class:`Guide` from a :class:`~deliberate.config.GuidanceConfig` and the current classifier."""
     crit = CRITERIA.build(cfg.criterion, classifier, floor=cfg.floor, cap=cfg.cap)
-    return Guide(crit, cfg.omega if omega is None else omega, cfg.every, tuple(cfg.window), cfg.grad, cfg.scale)
+    return Guide(crit, cfg.omega if omega is None else omega, cfg.every, tuple(cfg.window), cfg.grad, cfg.scale,
+                 cfg.clip_x0)
