@@ -92,7 +92,7 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
     ``run.checkpoint_every`` iterations and at the end: a killed run resumes exactly where it was."""
     p = cfg.practice
     seconds = {"generation": 0.0, "guided_generation": 0.0, "training": 0.0, "evaluation": 0.0}
-    counters = {"guided_steps": 0, "nonfinite_grads": 0, "reused": 0}
+    counters = {"guided_steps": 0, "nonfinite_grads": 0}
     rounds, val_acc, pending = 0, 0.0, None
     trigger = PatienceTrigger(p.patience, p.patience_growth, p.min_delta)
     batch_rng = torch.Generator().manual_seed(cfg.run.seed + 17)
@@ -136,7 +136,6 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
         else:
             st = grow(pool, spec.initial - len(pool), generator, cfg, 0, progress=progress, donors=donors)
             seconds["generation"] += st["seconds"]
-            counters["reused"] += st["reused"]
         save()
     if pending is not None:  # a round had started when the run was killed: complete it
         finish(pending)
@@ -181,4 +180,4 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
     feed.close()
     return PracticeResult(spec.name, val_acc, trigger.best, len(pool), p.iterations, rounds,
                           {k: round(v, 2) for k, v in seconds.items()}, counters["nonfinite_grads"],
-                          counters["reused"])
+                          sum(r["count"] for r in pool.records if r.get("reused")))  # from the manifest: resume-proof

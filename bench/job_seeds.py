@@ -1,0 +1,147 @@
+"""DP, the unguided loop and static at the default job's scale over learner seeds (issue: hard, not mislabelled).
+
+    python bench/job_seeds.py run [--seeds 0,1,2] [--variants entropy,projected] [overrides]
+    python bench/job_seeds.py table RUN_DIR [RUN_DIR ...]
+
+``run``: for each learner seed (``run.seed``; the generated samples are the same for every seed: sample i has seed
+i), one ``deliberate run`` of ``dp``, ``dynamic_unguided`` and ``static`` (static sized by DP's final pool, the
+unguided loop adding when it stalls like DP) with the first DP variant, and one run of ``dp`` alone for each further
+variant (named in ``VARIANTS``: guidance overrides). ``table``: reads the run directories (their summaries: the
+held-out accuracy each job read once at its end) and the pools (label fidelity of plain and of added samples by the
+real-data reference classifier) and writes ``bench/results/job_seeds.{json,md}``: per method mean ± standard error
+over seeds, and the per-seed paired differences DP − unguided and DP − static with their standard errors.
+The choice between variants is made on validation accuracy (mean over seeds); test accuracies are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+import numpy as np  # noqa: E402
+
+VARIANTS = {
+    "entropy": [],  # the paper's criterion at the default ω (raw scale)
+    "projected": ["guidance.criterion=entropy_projected", "guidance.scale=paper", "guidance.omega=0.05"],
+    "capped": ["guidance.criterion=loss_capped", "guidance.scale=paper", "guidance.omega=0.05"],
+    "entropy-paper": ["guidance.scale=paper", "guidance.omega=0.05"],
+}
+
+
+def run(args) -> int:
+    variants = args.variants.split(",")
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for k, v in enumerate(variants):
+            methods = "dp,dynamic_unguided,static" if k == 0 else "dp"
+            cmd = [str(Path(sys.executable).parent / "deliberate"), "run", *args.overrides, *VARIANTS[v],
+                   f"run.methods={methods}", f"run.seed={seed}", f"run.name=seeds-{v}-s{seed}",
+                   f"run.out_dir={args.out_dir}", "run.progress=false"]
+            print("$", " ".join(cmd[1:]), flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+    return 0
+
+
+def se(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def table(args) -> int:
+    import torch
+
+    from deliberate.config import load_config
+    from deliberate.data.splits import load_splits
+    from deliberate.evaluation import obtain_reference, round_stats
+    from deliberate.practice.pool import Pool
+
+    rows = defaultdict(dict)  # (variant or method) → seed → record
+    reference = None
+    for rd in (Path(p) for p in args.run_dirs):
+        cfg = load_config(rd / "config.yaml")
+        if reference is None:
+            d = cfg.data
+            splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
+            reference, _ = obtain_reference(cfg, splits, "cpu", 2000, ROOT / "cache" / "reference")
+        variant = cfg.run.name.split("seeds-", 1)[-1].rsplit("-s", 1)[0]
+        summary = json.loads((rd / "summary.json").read_text())
+        for m, s in summary["methods"].items():
+            rs = round_stats(Pool(rd / "methods" / m / "pool"), reference)
+            plain = [r for r in rs if r["omega"] == 0]
+            added = [r for r in rs if r["round"] > 0]
+            name = f"dp[{variant}]" if m == "dp" else m
+
+            def fid(rr):
+                n = sum(r["count"] for r in rr)
+                return sum(r["label_fidelity"] * r["count"] for r in rr) / n if n else None
+
+            rows[name][cfg.run.seed] = {"test_acc": s["test_acc"], "val_acc": s["val_acc"], "samples": s["samples"],
+                                        "additions": s["rounds"], "blocked": s.get("blocked", {}),
+                                        "plain_fidelity": fid([r for r in plain if r["round"] == 0]),
+                                        "added_fidelity": fid(added), "run": rd.name,
+                                        "wall_seconds": summary["wall_seconds"]}
+    out = {"command": "python bench/job_seeds.py " + " ".join(sys.argv[1:]), "methods": {}, "paired": {}}
+    for name, by_seed in rows.items():
+        seeds = sorted(by_seed)
+        col = lambda k: [by_seed[s][k] for s in seeds]  # noqa: E731
+        fids = [v for v in col("added_fidelity") if v is not None]
+        out["methods"][name] = {"seeds": seeds, "test_mean": float(np.mean(col("test_acc"))), "test_se": se(col("test_acc")),
+                                "val_mean": float(np.mean(col("val_acc"))), "samples": col("samples"),
+                                "additions": col("additions"),
+                                "plain_fidelity": float(np.mean([v for v in col("plain_fidelity") if v is not None])),
+                                "added_fidelity": float(np.mean(fids)) if fids else None, "per_seed": by_seed}
+    for dp in (n for n in rows if n.startswith("dp[")):
+        for other in ("dynamic_unguided", "static"):
+            common = sorted(set(rows[dp]) & set(rows.get(other, {})))
+            if not common:
+                continue
+            diff = [rows[dp][s]["test_acc"] - rows[other][s]["test_acc"] for s in common]
+            out["paired"][f"{dp} − {other}"] = {"seeds": common, "mean_pp": 100 * float(np.mean(diff)),
+                                                "se_pp": 100 * se(diff),
+                                                "samples": [(rows[dp][s]["samples"], rows[other][s]["samples"])
+                                                            for s in common]}
+    dps = {n: m for n, m in out["methods"].items() if n.startswith("dp[")}
+    out["chosen_on_validation"] = max(dps, key=lambda n: dps[n]["val_mean"]) if dps else None
+    res = Path(args.out)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "job_seeds.json").write_text(json.dumps(out, indent=1, default=str))
+    lines = [f"Measured by `{out['command']}`; held-out test accuracy read once by each job at its end; fidelity by "
+             f"the real-data reference classifier.", "",
+             "| method | seeds | test % (mean ± SE) | val % | samples | additions | plain fidelity % | added fidelity % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n, m in out["methods"].items():
+        af = "–" if m["added_fidelity"] is None else f"{m['added_fidelity'] * 100:.1f}"
+        lines.append(f"| {n} | {len(m['seeds'])} | {m['test_mean'] * 100:.2f} ± {m['test_se'] * 100:.2f} | "
+                     f"{m['val_mean'] * 100:.2f} | {', '.join(map(str, m['samples']))} | "
+                     f"{', '.join(map(str, m['additions']))} | {m['plain_fidelity'] * 100:.1f} | {af} |")
+    lines += ["", "| paired difference (same seed) | seeds | mean (points) | SE |", "|---|---|---|---|"]
+    for n, p in out["paired"].items():
+        lines.append(f"| {n} | {len(p['seeds'])} | {p['mean_pp']:+.2f} | {p['se_pp']:.2f} |")
+    lines += ["", f"DP variant chosen on validation: {out['chosen_on_validation']}"]
+    (res / "job_seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--variants", default="entropy,projected")
+    r.add_argument("--out-dir", default="runs/job_seeds")
+    r.add_argument("overrides", nargs="*")
+    t = sub.add_parser("table")
+    t.add_argument("run_dirs", nargs="+")
+    t.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    return run(args) if args.what == "run" else table(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
