@@ -55,9 +55,16 @@ def _pieces(gen, labels, seeds, cuts, **kw):
 
 
 @pytest.mark.determinism
-def test_sample_independent_of_request_split_and_order(tiny_generator, real_classifier):
+def test_sample_independent_of_request_split_and_order(tiny_generator):
     """Bit-identical samples however a request is split or ordered (index-aligned model calls, base.py): plain and
-    guided, images and scores. No tolerance: on AVX-512 CPUs unaligned batching differed by up to 4 levels."""
+    guided, images and scores. No tolerance: on AVX-512 CPUs unaligned batching differed by up to 4 levels.
+    The guiding classifier is an untrained, seeded ``cnn_small``: batch independence does not need a trained one, and
+    the capability matrix reruns this test in a fresh process (test_capability.py), where training one costs ~10 s."""
+    from deliberate.config import load_config
+    from deliberate.learning import Learner
+
+    torch.manual_seed(0)
+    real_classifier = Learner(load_config(None, []).learner, 10, 1, total_iterations=1, seed=0)
     a = tiny_generator.sample(LABELS, SEEDS, steps=4, batch_size=16).images
     b, _ = _pieces(tiny_generator, LABELS, SEEDS, [7, 23, 24], steps=4, batch_size=16)
     assert torch.equal(a, b)
