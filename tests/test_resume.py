@@ -95,9 +95,9 @@ def test_kills_in_dynamic_unguided_and_prune_then_resume_equals_uninterrupted(tm
     landed = [  # where each kill must land: (DU shards, DU finished), (prune shards, prune finished)
         {"dynamic_unguided": (2, False), "prune": None},  # generate:3, initial pool
         {"dynamic_unguided": (5, False), "prune": None},  # generate:4, one shard into round 1 (a pending round)
-        {"dynamic_unguided": (10, False), "prune": None},  # iteration:20, mid-training between rounds 3 and 4
-        {"dynamic_unguided": (12, True), "prune": (0, False)},  # shard:3 (durable writes count), before prune's 1st shard
-        {"dynamic_unguided": (12, True), "prune": (2, False)},  # manifest:2, its 2nd append of this process
+        {"dynamic_unguided": (12, False), "prune": None},  # iteration:20, mid-training after its last round (bf16)
+        {"dynamic_unguided": (12, True), "prune": (2, False)},  # shard:3 (durable writes count): prune's 3rd shard
+        {"dynamic_unguided": (12, True), "prune": (4, False)},  # manifest:2, its 2nd append of this process
         {"dynamic_unguided": (12, True), "prune": (12, False)},  # iteration:12
         {"dynamic_unguided": (12, True), "prune": (12, False)},  # checkpoint:2
     ]
