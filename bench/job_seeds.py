@@ -1,6 +1,6 @@
 """DP, the unguided loop and static at the default job's scale over learner seeds (issue: hard, not mislabelled).
 
-    python bench/job_seeds.py run [--seeds 0,1,2] [--variants entropy,projected] [overrides]
+    python bench/job_seeds.py run [--seeds 0,1,2] [--variants entropy,projected] [--dp-only] [overrides]
     python bench/job_seeds.py table RUN_DIR [RUN_DIR ...]
 
 ``run``: for each learner seed (``run.seed``; the generated samples are the same for every seed: sample i has seed
@@ -42,7 +42,7 @@ def run(args) -> int:
     variants = args.variants.split(",")
     for seed in (int(s) for s in args.seeds.split(",")):
         for k, v in enumerate(variants):
-            methods = "dp,dynamic_unguided,static" if k == 0 else "dp"
+            methods = "dp,dynamic_unguided,static" if k == 0 and not args.dp_only else "dp"
             cmd = [str(Path(sys.executable).parent / "deliberate"), "run", *args.overrides, *VARIANTS[v],
                    f"run.methods={methods}", f"run.seed={seed}", f"run.name=seeds-{v}-s{seed}",
                    f"run.out_dir={args.out_dir}", "run.progress=false"]
@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--variants", default="entropy,projected")
     r.add_argument("--out-dir", default="runs/job_seeds")
+    r.add_argument("--dp-only", action="store_true",
+                   help="every variant runs DP alone (the seeds' unguided and static runs already exist)")
     r.add_argument("overrides", nargs="*")
     t = sub.add_parser("table")
     t.add_argument("run_dirs", nargs="+")
