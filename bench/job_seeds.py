@@ -80,25 +80,39 @@ def table(args) -> int:
             added = [r for r in rs if r["round"] > 0]
             name = f"dp[{variant}]" if m == "dp" else m
 
-            def fid(rr):
+            def fid(rr, key="label_fidelity"):
+                rr = [r for r in rr if r[key] is not None]
                 n = sum(r["count"] for r in rr)
-                return sum(r["label_fidelity"] * r["count"] for r in rr) / n if n else None
+                return sum(r[key] * r["count"] for r in rr) / n if n else None
 
             rows[name][cfg.run.seed] = {"test_acc": s["test_acc"], "val_acc": s["val_acc"], "samples": s["samples"],
                                         "additions": s["rounds"], "blocked": s.get("blocked", {}),
                                         "plain_fidelity": fid([r for r in plain if r["round"] == 0]),
                                         "added_fidelity": fid(added), "run": rd.name,
+                                        # how hard the additions are: entropy under the classifier that guided them
+                                        # (the stored score) and under the reference classifier (a fixed yardstick)
+                                        "added_entropy_guiding": fid(added, "entropy_guiding"),
+                                        "added_entropy_reference": fid(added, "entropy_reference"),
+                                        "plain_entropy_reference": fid([r for r in plain if r["round"] == 0],
+                                                                       "entropy_reference"),
                                         "wall_seconds": summary["wall_seconds"]}
     out = {"command": "python bench/job_seeds.py " + " ".join(sys.argv[1:]), "methods": {}, "paired": {}}
     for name, by_seed in rows.items():
         seeds = sorted(by_seed)
         col = lambda k: [by_seed[s][k] for s in seeds]  # noqa: E731
         fids = [v for v in col("added_fidelity") if v is not None]
+
+        def mean_of(k):
+            v = [x for x in col(k) if x is not None]
+            return float(np.mean(v)) if v else None
         out["methods"][name] = {"seeds": seeds, "test_mean": float(np.mean(col("test_acc"))), "test_se": se(col("test_acc")),
                                 "val_mean": float(np.mean(col("val_acc"))), "samples": col("samples"),
                                 "additions": col("additions"),
                                 "plain_fidelity": float(np.mean([v for v in col("plain_fidelity") if v is not None])),
-                                "added_fidelity": float(np.mean(fids)) if fids else None, "per_seed": by_seed}
+                                "added_fidelity": float(np.mean(fids)) if fids else None,
+                                "added_entropy_guiding": mean_of("added_entropy_guiding"),
+                                "added_entropy_reference": mean_of("added_entropy_reference"),
+                                "plain_entropy_reference": mean_of("plain_entropy_reference"), "per_seed": by_seed}
     for dp in (n for n in rows if n.startswith("dp[")):
         for other in ("dynamic_unguided", "static"):
             common = sorted(set(rows[dp]) & set(rows.get(other, {})))
@@ -116,13 +130,20 @@ def table(args) -> int:
     (res / "job_seeds.json").write_text(json.dumps(out, indent=1, default=str))
     lines = [f"Measured by `{out['command']}`; held-out test accuracy read once by each job at its end; fidelity by "
              f"the real-data reference classifier.", "",
-             "| method | seeds | test % (mean ± SE) | val % | samples | additions | plain fidelity % | added fidelity % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | seeds | test % (mean ± SE) | val % | samples | additions | plain fidelity % | added fidelity % "
+             "| entropy of plain / added (reference, nats) | added entropy (guiding) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v, f="{:.3f}"):
+        return "–" if v is None else f.format(v)
+
     for n, m in out["methods"].items():
         af = "–" if m["added_fidelity"] is None else f"{m['added_fidelity'] * 100:.1f}"
         lines.append(f"| {n} | {len(m['seeds'])} | {m['test_mean'] * 100:.2f} ± {m['test_se'] * 100:.2f} | "
                      f"{m['val_mean'] * 100:.2f} | {', '.join(map(str, m['samples']))} | "
-                     f"{', '.join(map(str, m['additions']))} | {m['plain_fidelity'] * 100:.1f} | {af} |")
+                     f"{', '.join(map(str, m['additions']))} | {m['plain_fidelity'] * 100:.1f} | {af} | "
+                     f"{num(m['plain_entropy_reference'])} / {num(m['added_entropy_reference'])} | "
+                     f"{num(m['added_entropy_guiding'])} |")
     lines += ["", "| paired difference (same seed) | seeds | mean (points) | SE |", "|---|---|---|---|"]
     for n, p in out["paired"].items():
         lines.append(f"| {n} | {len(p['seeds'])} | {p['mean_pp']:+.2f} | {p['se_pp']:.2f} |")
