@@ -56,3 +56,23 @@ def test_criteria_are_compared_at_equal_entropy_gain():
     assert fidelity_at_gain(rows, 0.2) == pytest.approx(0.94)
     assert fidelity_at_gain(rows[::-1], 0.8) == pytest.approx(0.70)  # order of the rows does not matter
     assert fidelity_at_gain(rows, 1.5) is None and fidelity_at_gain(rows[:1], 0.1) is None  # not bracketed
+
+
+def test_job_ladder_reads_the_static_samples_a_method_needs_off_the_seed_mean_curve():
+    from job_ladder import samples_ratios, static_curve
+
+    # static: 80 % at 1,000, 82 % at 4,000 (seed means of 79/81 and 81.5/82.5), 84 % at 16,000
+    pts = [{"seed": s, "samples": m, "val_acc": a, "test_acc": a, "label_fidelity": 0.99}
+           for m, accs in ((1000, (0.79, 0.81)), (4000, (0.815, 0.825)), (16000, (0.84, 0.84))) for s, a in enumerate(accs)]
+    curve = static_curve(pts)
+    assert [c["samples"] for c in curve] == [1000, 4000, 16000]
+    assert curve[0]["test_mean"] == pytest.approx(0.80) and curve[0]["test_se"] == pytest.approx(0.01)
+    methods = {"dp": {"test_mean": 0.83, "test_se": 0.001, "val_mean": 0.83, "samples": [2000, 2000]},
+               "high": {"test_mean": 0.85, "test_se": 0.001, "val_mean": 0.85, "samples": [3000]},
+               "low": {"test_mean": 0.79, "test_se": 0.001, "val_mean": 0.79, "samples": [3000]}}
+    r = samples_ratios(curve, methods)
+    # 83 % lies halfway (in accuracy) between 4,000 and 16,000: log-x interpolation gives 8,000 samples, ratio 4
+    assert r["dp"]["static_samples_needed"] == {"value": pytest.approx(8000.0), "bound": "="}
+    assert r["dp"]["samples_ratio"] == {"value": pytest.approx(4.0), "bound": "="}
+    assert r["high"]["samples_ratio"]["bound"] == ">"  # above the whole curve: a bound, not an extrapolation
+    assert r["low"]["samples_ratio"]["bound"] == "<="

@@ -1,0 +1,164 @@
+"""Static generation's accuracy curve at the default job's scale, and the paper's equal-accuracy samples ratio there.
+
+    python bench/job_ladder.py run [--sizes 1000,3000,6000,12000] [--seeds 0,1] [overrides]
+    python bench/job_ladder.py table [--job-seeds bench/results/job_seeds.json]
+
+``run``: static at each pool size (the first M samples of the plain stream: sample i has label i mod C and seed i,
+so every size is a prefix of the largest and each sample is generated once, through the benchmark's sample cache)
+for each learner seed, with the default job's settings (2,000 iterations, DPM-Solver++ 2M 10, λ = 3, bf16 learner)
+plus any overrides; then the held-out test split is read once for every run (the benchmark harness:
+``bench/harness.py``). Records go to ``bench/work/job_ladder/``; a rerun skips the runs already recorded.
+
+``table``: the static curve (mean ± SE over seeds per size) and, for each method of ``bench/job_seeds.py`` (DP
+variants, the unguided loop), the static pool size needed to reach its mean test accuracy (log-x interpolation on
+the curve's frontier; a bound where the curve does not reach it, never an extrapolation) divided by its mean pool
+size: the paper's ``samples_ratio`` (3.4x on ImageNet-100) at this scale. Writes ``bench/results/job_ladder.{json,md}``
+and ``bench/results/plots/job_ladder.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+from curves import ratio, reach_dict, x_to_reach  # noqa: E402
+
+
+def se(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def run(args) -> int:
+    from harness import Bench, RunSpec
+
+    mode = SimpleNamespace(name="job_ladder", base=["run.progress=false", *args.overrides], generator=[],
+                           reference_iterations=2000, ood_size=1000)
+    bench = Bench(mode, Path(args.work), device=args.device, progress=False)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        for m in sorted(sizes, reverse=True):  # largest first: it generates every sample the smaller ones use
+            bench.run(RunSpec("static", (f"run.seed={seed}",), budget=m, tags=("ladder",)))
+    ev = bench.evaluate()
+    points = []
+    for rid, rec in sorted(bench.records.items()):
+        points.append({"run": rid, "seed": rec["seed"], "samples": rec["samples"], "val_acc": rec["val_acc"],
+                       "test_acc": ev["runs"][rid]["test_acc"], "label_fidelity": rec["label_fidelity"],
+                       "wall_seconds": rec["wall_seconds"], "generation_seconds": rec["seconds"].get("generation")})
+    out = {"command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]), "overrides": args.overrides,
+           "generator": bench.gen_info.get("generator_id"), "points": points,
+           "reference_test_acc": ev["reference"]["test_acc"], "test_reads": ev["test_reads"]}
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    (Path(args.work) / "ladder.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(points, indent=1))
+    return 0
+
+
+def static_curve(points: list[dict]) -> list[dict]:
+    by = {}
+    for p in points:
+        by.setdefault(p["samples"], []).append(p)
+    return [{"samples": m, "seeds": sorted(p["seed"] for p in ps),
+             "test_mean": float(np.mean([p["test_acc"] for p in ps])), "test_se": se([p["test_acc"] for p in ps]),
+             "val_mean": float(np.mean([p["val_acc"] for p in ps])),
+             "label_fidelity": float(np.mean([p["label_fidelity"] for p in ps]))} for m, ps in sorted(by.items())]
+
+
+def samples_ratios(curve: list[dict], methods: dict) -> dict:
+    """For each method (mean test accuracy, mean pool size): static samples needed to reach it ÷ its samples."""
+    xs = [c["samples"] for c in curve]
+    ys = [c["test_mean"] for c in curve]
+    out = {}
+    for name, m in methods.items():
+        n = float(np.mean(m["samples"]))
+        need = x_to_reach(m["test_mean"], xs, ys)
+        out[name] = {"test_mean": m["test_mean"], "test_se": m["test_se"], "val_mean": m["val_mean"], "samples": n,
+                     "static_samples_needed": reach_dict(need), "samples_ratio": ratio(need, n)}
+    return out
+
+
+def table(args) -> int:
+    ladder = json.loads((Path(args.work) / "ladder.json").read_text())
+    seeds = json.loads(Path(args.job_seeds).read_text())
+    curve = static_curve(ladder["points"])
+    methods = {k: v for k, v in seeds["methods"].items() if k != "static"}
+    ratios = samples_ratios(curve, methods)
+    chosen = seeds.get("chosen_on_validation")
+    out = {"command": ladder["command"], "table_command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]),
+           "job_seeds_command": seeds["command"], "generator": ladder["generator"], "static_curve": curve,
+           "methods": ratios, "chosen_on_validation": chosen,
+           "headline": {"samples_ratio": ratios[chosen]["samples_ratio"] if chosen in ratios else None,
+                        "method": chosen}}
+    res = Path(args.out)
+    (res / "plots").mkdir(parents=True, exist_ok=True)
+    (res / "job_ladder.json").write_text(json.dumps(out, indent=1))
+
+    def bound(r):
+        return f"{'' if r['bound'] == '=' else r['bound'] + ' '}{r['value']:,.0f}"
+
+    lines = [f"Static curve: `{ladder['command']}`; methods: `{seeds['command']}` (bench/results/job_seeds.md). "
+             f"Held-out test accuracy; static sizes are prefixes of one plain stream.", "",
+             "| static pool | seeds | test % (mean ± SE) | val % | label fidelity % |", "|---|---|---|---|---|"]
+    for c in curve:
+        lines.append(f"| {c['samples']:,} | {len(c['seeds'])} | {100 * c['test_mean']:.2f} ± {100 * c['test_se']:.2f} | "
+                     f"{100 * c['val_mean']:.2f} | {100 * c['label_fidelity']:.1f} |")
+    lines += ["", "| method | test % (mean ± SE) | val % | mean samples | static samples to match | samples ratio |",
+              "|---|---|---|---|---|---|"]
+    for n, r in ratios.items():
+        sr = r["samples_ratio"]
+        lines.append(f"| {n}{' (chosen on val)' if n == chosen else ''} | {100 * r['test_mean']:.2f} ± "
+                     f"{100 * r['test_se']:.2f} | {100 * r['val_mean']:.2f} | {r['samples']:,.0f} | "
+                     f"{bound(r['static_samples_needed'])} | {'' if sr['bound'] == '=' else sr['bound'] + ' '}"
+                     f"{sr['value']:.2f} |")
+    (res / "job_ladder.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.errorbar([c["samples"] for c in curve], [100 * c["test_mean"] for c in curve],
+                yerr=[100 * np.nan_to_num(c["test_se"]) for c in curve], marker="o", color="k", capsize=3,
+                label="static (ladder)")
+    for k, (n, r) in enumerate(ratios.items()):
+        ax.errorbar([r["samples"]], [100 * r["test_mean"]], yerr=[100 * np.nan_to_num(r["test_se"])], marker="s^vD<>"[k % 6],
+                    linestyle="none", capsize=3, label=n + (" (chosen)" if n == chosen else ""))
+    ax.set_xscale("log")
+    ax.set_xlabel("generated samples in the pool")
+    ax.set_ylabel("held-out test accuracy (%)")
+    ax.set_title("Default job scale (2,000 iterations): static curve vs DP")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(res / "plots" / "job_ladder.png", dpi=120)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--sizes", default="1000,3000,6000,12000")
+    r.add_argument("--seeds", default="0,1")
+    r.add_argument("--device", default="auto")
+    r.add_argument("overrides", nargs="*")
+    t = sub.add_parser("table")
+    t.add_argument("--job-seeds", default=str(HERE / "results" / "job_seeds.json"))
+    t.add_argument("--out", default=str(HERE / "results"))
+    for p in (r, t):
+        p.add_argument("--work", default=str(HERE / "work" / "job_ladder"))
+    args = ap.parse_args(argv)
+    return run(args) if args.what == "run" else table(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
