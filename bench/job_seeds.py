@@ -27,7 +27,7 @@ ROOT = HERE.parent
 import numpy as np  # noqa: E402
 
 VARIANTS = {
-    "entropy": [],  # the paper's criterion at the default ω (raw scale)
+    "entropy": ["guidance.criterion=entropy", "guidance.scale=raw", "guidance.omega=0.5"],  # the earlier default
     "projected": ["guidance.criterion=entropy_projected", "guidance.scale=paper", "guidance.omega=0.05"],
     "capped": ["guidance.criterion=loss_capped", "guidance.scale=paper", "guidance.omega=0.05"],
     "entropy-paper": ["guidance.scale=paper", "guidance.omega=0.05"],
@@ -65,6 +65,7 @@ def table(args) -> int:
     from deliberate.practice.pool import Pool
 
     rows = defaultdict(dict)  # (variant or method) → seed → record
+    statics = defaultdict(list)  # seed → every static record of that seed (any run directory)
     reference = None
     for rd in (Path(p) for p in args.run_dirs):
         cfg = load_config(rd / "config.yaml")
@@ -78,24 +79,33 @@ def table(args) -> int:
             rs = round_stats(Pool(rd / "methods" / m / "pool"), reference)
             plain = [r for r in rs if r["omega"] == 0]
             added = [r for r in rs if r["round"] > 0]
-            name = f"dp[{variant}]" if m == "dp" else m
+            # static is named by the DP variant it was sized by (its run's); a static-only run of a variant sizes
+            # static like that variant's DP did, for a seed whose shared static had another size
+            name = f"dp[{variant}]" if m == "dp" else "static" if m == "static" else m
 
             def fid(rr, key="label_fidelity"):
                 rr = [r for r in rr if r[key] is not None]
                 n = sum(r["count"] for r in rr)
                 return sum(r[key] * r["count"] for r in rr) / n if n else None
 
-            rows[name][cfg.run.seed] = {"test_acc": s["test_acc"], "val_acc": s["val_acc"], "samples": s["samples"],
-                                        "additions": s["rounds"], "blocked": s.get("blocked", {}),
-                                        "plain_fidelity": fid([r for r in plain if r["round"] == 0]),
-                                        "added_fidelity": fid(added), "run": rd.name,
-                                        # how hard the additions are: entropy under the classifier that guided them
-                                        # (the stored score) and under the reference classifier (a fixed yardstick)
-                                        "added_entropy_guiding": fid(added, "entropy_guiding"),
-                                        "added_entropy_reference": fid(added, "entropy_reference"),
-                                        "plain_entropy_reference": fid([r for r in plain if r["round"] == 0],
-                                                                       "entropy_reference"),
-                                        "wall_seconds": summary["wall_seconds"]}
+            rec = {"test_acc": s["test_acc"], "val_acc": s["val_acc"], "samples": s["samples"],
+                   "additions": s["rounds"], "blocked": s.get("blocked", {}),
+                   "plain_fidelity": fid([r for r in plain if r["round"] == 0]),
+                   "added_fidelity": fid(added), "run": rd.name,
+                   # how hard the additions are: entropy under the classifier that guided them (the stored
+                   # score) and under the reference classifier (a fixed yardstick)
+                   "added_entropy_guiding": fid(added, "entropy_guiding"),
+                   "added_entropy_reference": fid(added, "entropy_reference"),
+                   "plain_entropy_reference": fid([r for r in plain if r["round"] == 0], "entropy_reference"),
+                   "wall_seconds": summary["wall_seconds"], "sized_by": variant}
+            if m == "static":
+                statics[cfg.run.seed].append(rec)
+                if tuple(cfg.run.methods) != ("static",):  # the job's own static (sized by its DP)
+                    rows[name][cfg.run.seed] = rec
+            else:
+                rows[name][cfg.run.seed] = rec
+    for seed, recs in statics.items():  # a seed whose only static is a static-only run
+        rows["static"].setdefault(seed, recs[0])
     out = {"command": "python bench/job_seeds.py " + " ".join(sys.argv[1:]), "methods": {}, "paired": {}}
     for name, by_seed in rows.items():
         seeds = sorted(by_seed)
@@ -105,6 +115,7 @@ def table(args) -> int:
         def mean_of(k):
             v = [x for x in col(k) if x is not None]
             return float(np.mean(v)) if v else None
+
         out["methods"][name] = {"seeds": seeds, "test_mean": float(np.mean(col("test_acc"))), "test_se": se(col("test_acc")),
                                 "val_mean": float(np.mean(col("val_acc"))), "samples": col("samples"),
                                 "additions": col("additions"),
@@ -115,14 +126,24 @@ def table(args) -> int:
                                 "plain_entropy_reference": mean_of("plain_entropy_reference"), "per_seed": by_seed}
     for dp in (n for n in rows if n.startswith("dp[")):
         for other in ("dynamic_unguided", "static"):
-            common = sorted(set(rows[dp]) & set(rows.get(other, {})))
-            if not common:
+            pairs, unequal = [], []
+            for seed, d in sorted(rows[dp].items()):
+                if other == "static":  # static at DP's own pool size: any static run of this seed that has it
+                    cands = [r for r in statics.get(seed, []) if r["samples"] == d["samples"]]
+                    o = cands[0] if cands else rows[other].get(seed)
+                else:  # the unguided loop's pool size is its own (it adds when it stalls): reported, not matched
+                    o = rows[other].get(seed)
+                if o is None:
+                    continue
+                (pairs if other != "static" or o["samples"] == d["samples"] else unequal).append((seed, d, o))
+            if not pairs:
                 continue
-            diff = [rows[dp][s]["test_acc"] - rows[other][s]["test_acc"] for s in common]
-            out["paired"][f"{dp} − {other}"] = {"seeds": common, "mean_pp": 100 * float(np.mean(diff)),
-                                                "se_pp": 100 * se(diff),
-                                                "samples": [(rows[dp][s]["samples"], rows[other][s]["samples"])
-                                                            for s in common]}
+            diff = [d["test_acc"] - o["test_acc"] for _, d, o in pairs]
+            out["paired"][f"{dp} − {other}"] = {
+                "seeds": [s for s, _, _ in pairs], "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff),
+                "samples": [(d["samples"], o["samples"]) for _, d, o in pairs],
+                "equal_samples": all(d["samples"] == o["samples"] for _, d, o in pairs),
+                "left_out_unequal_samples": [s for s, _, _ in unequal]}
     dps = {n: m for n, m in out["methods"].items() if n.startswith("dp[")}
     out["chosen_on_validation"] = max(dps, key=lambda n: dps[n]["val_mean"]) if dps else None
     res = Path(args.out)
@@ -144,9 +165,13 @@ def table(args) -> int:
                      f"{', '.join(map(str, m['additions']))} | {m['plain_fidelity'] * 100:.1f} | {af} | "
                      f"{num(m['plain_entropy_reference'])} / {num(m['added_entropy_reference'])} | "
                      f"{num(m['added_entropy_guiding'])} |")
-    lines += ["", "| paired difference (same seed) | seeds | mean (points) | SE |", "|---|---|---|---|"]
+    lines += ["", "| paired difference (same seed) | seeds | mean (points) | SE | samples (DP, other) per seed |",
+              "|---|---|---|---|---|"]
     for n, p in out["paired"].items():
-        lines.append(f"| {n} | {len(p['seeds'])} | {p['mean_pp']:+.2f} | {p['se_pp']:.2f} |")
+        left = f" (seeds {p['left_out_unequal_samples']} left out: no static of DP's size)" \
+            if p["left_out_unequal_samples"] else ""
+        lines.append(f"| {n} | {', '.join(map(str, p['seeds']))} | {p['mean_pp']:+.2f} | {p['se_pp']:.2f} | "
+                     f"{'; '.join(f'{a}, {b}' for a, b in p['samples'])}{left} |")
     lines += ["", f"DP variant chosen on validation: {out['chosen_on_validation']}"]
     (res / "job_seeds.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

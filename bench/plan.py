@@ -63,7 +63,7 @@ MODES = {
     "full": Mode(
         name="full",
         base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=ddim"],
+              "sampling.solver=ddim", "guidance.scale=raw"],
         steps_reference=25, steps_candidates=[15], steps_check_size=400, steps_check_seeds=[0, 1],
         static_sizes=[200, 400, 800, 1600, 3200],
         dp_base=dp(400, 200, max_=1000),
@@ -78,7 +78,7 @@ MODES = {
     "quick": Mode(
         name="quick",
         base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=ddim"],
+              "sampling.solver=ddim", "guidance.scale=raw"],
         steps_reference=25, steps_candidates=[15], steps_check_size=400,
         static_sizes=[200, 800, 3200],
         dp_base=dp(400, 200, max_=1000),
@@ -95,7 +95,7 @@ MODES = {
         name="tiny",
         base=["practice.iterations=60", "practice.eval_every=5", "learner.batch_size=32", "run.progress=false",
               "learner.eval_batch_size=500", "sampling.batch_size=100", "sampling.shard_size=50",
-              "sampling.solver=ddim",
+              "sampling.solver=ddim", "guidance.scale=raw",
               "data.val_size=300", "data.gen_train_size=1500"],
         steps_reference=5, steps_candidates=[3], steps_check_size=40,
         static_sizes=[20, 40, 80, 160],
