@@ -85,6 +85,22 @@ def samples_ratios(curve: list[dict], methods: dict) -> dict:
     return out
 
 
+def headline(seeds: dict, ratios: dict, chosen: str | None) -> dict:
+    """The benchmark's headline keys at the job's scale, for the DP variant chosen on validation: its samples ratio,
+    its paired held-out difference to the unguided loop and to static (same learner seeds), and the label fidelity of
+    its plain and added samples."""
+    if chosen not in ratios:
+        return {"method": None}
+    m = seeds["methods"][chosen]
+    pu = seeds["paired"].get(f"{chosen} − dynamic_unguided", {})
+    ps = seeds["paired"].get(f"{chosen} − static", {})
+    return {"method": chosen, "samples_ratio": ratios[chosen]["samples_ratio"],
+            "dp_minus_unguided_pp": pu.get("mean_pp"), "dp_minus_unguided_se": pu.get("se_pp"),
+            "dp_minus_unguided_seeds": pu.get("seeds"), "dp_minus_static_pp": ps.get("mean_pp"),
+            "dp_minus_static_se": ps.get("se_pp"), "dp_minus_static_seeds": ps.get("seeds"),
+            "added_fidelity": m["added_fidelity"], "plain_fidelity": m["plain_fidelity"]}
+
+
 def table(args) -> int:
     ladder = json.loads((Path(args.work) / "ladder.json").read_text())
     seeds = json.loads(Path(args.job_seeds).read_text())
@@ -95,8 +111,7 @@ def table(args) -> int:
     out = {"command": ladder["command"], "table_command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]),
            "job_seeds_command": seeds["command"], "generator": ladder["generator"], "static_curve": curve,
            "methods": ratios, "chosen_on_validation": chosen,
-           "headline": {"samples_ratio": ratios[chosen]["samples_ratio"] if chosen in ratios else None,
-                        "method": chosen}}
+           "headline": headline(seeds, ratios, chosen)}
     res = Path(args.out)
     (res / "plots").mkdir(parents=True, exist_ok=True)
     (res / "job_ladder.json").write_text(json.dumps(out, indent=1))

@@ -76,3 +76,16 @@ def test_job_ladder_reads_the_static_samples_a_method_needs_off_the_seed_mean_cu
     assert r["dp"]["samples_ratio"] == {"value": pytest.approx(4.0), "bound": "="}
     assert r["high"]["samples_ratio"]["bound"] == ">"  # above the whole curve: a bound, not an extrapolation
     assert r["low"]["samples_ratio"]["bound"] == "<="
+
+
+def test_job_ladder_headline_is_the_variant_chosen_on_validation():
+    from job_ladder import headline
+
+    seeds = {"methods": {"dp[a]": {"added_fidelity": 0.97, "plain_fidelity": 0.99}},
+             "paired": {"dp[a] − dynamic_unguided": {"mean_pp": 1.0, "se_pp": 0.1, "seeds": [0, 1]},
+                        "dp[a] − static": {"mean_pp": 0.8, "se_pp": 0.3, "seeds": [0]}}}
+    ratios = {"dp[a]": {"samples_ratio": {"value": 2.0, "bound": "="}}, "dp[b]": {"samples_ratio": {"value": 9.0}}}
+    h = headline(seeds, ratios, "dp[a]")
+    assert h["samples_ratio"]["value"] == 2.0 and h["dp_minus_unguided_pp"] == 1.0 and h["dp_minus_static_se"] == 0.3
+    assert (h["added_fidelity"], h["plain_fidelity"]) == (0.97, 0.99)
+    assert headline(seeds, ratios, None) == {"method": None}
