@@ -138,12 +138,18 @@ def table(args) -> int:
                 (pairs if other != "static" or o["samples"] == d["samples"] else unequal).append((seed, d, o))
             if not pairs:
                 continue
-            diff = [d["test_acc"] - o["test_acc"] for _, d, o in pairs]
-            out["paired"][f"{dp} − {other}"] = {
-                "seeds": [s for s, _, _ in pairs], "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff),
-                "samples": [(d["samples"], o["samples"]) for _, d, o in pairs],
-                "equal_samples": all(d["samples"] == o["samples"] for _, d, o in pairs),
-                "left_out_unequal_samples": [s for s, _, _ in unequal]}
+            subsets = {f"{dp} − {other}": pairs}
+            if other != "static":  # the unguided loop where it happened to end with DP's pool size
+                subsets[f"{dp} − {other} (equal samples)"] = [p for p in pairs if p[1]["samples"] == p[2]["samples"]]
+            for key, sub in subsets.items():
+                if not sub:
+                    continue
+                diff = [d["test_acc"] - o["test_acc"] for _, d, o in sub]
+                out["paired"][key] = {
+                    "seeds": [s for s, _, _ in sub], "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff),
+                    "samples": [(d["samples"], o["samples"]) for _, d, o in sub],
+                    "equal_samples": all(d["samples"] == o["samples"] for _, d, o in sub),
+                    "left_out_unequal_samples": [s for s, _, _ in unequal]}
     dps = {n: m for n, m in out["methods"].items() if n.startswith("dp[")}
     out["chosen_on_validation"] = max(dps, key=lambda n: dps[n]["val_mean"]) if dps else None
     res = Path(args.out)
