@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
@@ -103,6 +104,7 @@ def headline(seeds: dict, ratios: dict, chosen: str | None) -> dict:
 
 def table(args) -> int:
     ladder = json.loads((Path(args.work) / "ladder.json").read_text())
+    ladder["command"] = ladder["command"].replace(str(ROOT) + "/", "")  # paths relative to the repository
     seeds = json.loads(Path(args.job_seeds).read_text())
     curve = static_curve(ladder["points"])
     methods = {k: v for k, v in seeds["methods"].items() if k != "static"}
