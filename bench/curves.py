@@ -109,5 +109,11 @@ def summarize(values) -> dict:
             "max": float(v.max()), "n": int(len(v))}
 
 
+def se(values) -> float:
+    """Standard error of the mean of seed replicates (NaN for fewer than two)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def reach_dict(r: Reach) -> dict:
     return asdict(r)

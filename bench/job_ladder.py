@@ -29,12 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from curves import ratio, reach_dict, x_to_reach  # noqa: E402
-
-
-def se(x) -> float:
-    x = np.asarray(x, dtype=float)
-    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+from curves import ratio, reach_dict, se, x_to_reach  # noqa: E402
 
 
 def run(args) -> int:

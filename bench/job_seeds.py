@@ -24,7 +24,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+sys.path.insert(0, str(HERE))
+
 import numpy as np  # noqa: E402
+
+from curves import se  # noqa: E402
 
 VARIANTS = {
     "entropy": ["guidance.criterion=entropy", "guidance.scale=raw", "guidance.omega=0.5"],  # the earlier default
@@ -51,11 +55,6 @@ def run(args) -> int:
     return 0
 
 
-def se(x) -> float:
-    x = np.asarray(x, dtype=float)
-    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-
-
 def table(args) -> int:
     import torch
 
@@ -79,9 +78,7 @@ def table(args) -> int:
             rs = round_stats(Pool(rd / "methods" / m / "pool"), reference)
             plain = [r for r in rs if r["omega"] == 0]
             added = [r for r in rs if r["round"] > 0]
-            # static is named by the DP variant it was sized by (its run's); a static-only run of a variant sizes
-            # static like that variant's DP did, for a seed whose shared static had another size
-            name = f"dp[{variant}]" if m == "dp" else "static" if m == "static" else m
+            name = f"dp[{variant}]" if m == "dp" else m
 
             def fid(rr, key="label_fidelity"):
                 rr = [r for r in rr if r[key] is not None]
@@ -98,8 +95,8 @@ def table(args) -> int:
                    "added_entropy_reference": fid(added, "entropy_reference"),
                    "plain_entropy_reference": fid([r for r in plain if r["round"] == 0], "entropy_reference"),
                    "wall_seconds": summary["wall_seconds"], "sized_by": variant}
-            if m == "static":
-                statics[cfg.run.seed].append(rec)
+            if m == "static":  # every static of a seed can pair with a DP of its size; a static-only run sizes
+                statics[cfg.run.seed].append(rec)  # static like a variant's DP where the job's static had another
                 if tuple(cfg.run.methods) != ("static",):  # the job's own static (sized by its DP)
                     rows[name][cfg.run.seed] = rec
             else:
@@ -110,7 +107,6 @@ def table(args) -> int:
     for name, by_seed in rows.items():
         seeds = sorted(by_seed)
         col = lambda k: [by_seed[s][k] for s in seeds]  # noqa: E731
-        fids = [v for v in col("added_fidelity") if v is not None]
 
         def mean_of(k):
             v = [x for x in col(k) if x is not None]
@@ -119,8 +115,7 @@ def table(args) -> int:
         out["methods"][name] = {"seeds": seeds, "test_mean": float(np.mean(col("test_acc"))), "test_se": se(col("test_acc")),
                                 "val_mean": float(np.mean(col("val_acc"))), "samples": col("samples"),
                                 "additions": col("additions"),
-                                "plain_fidelity": float(np.mean([v for v in col("plain_fidelity") if v is not None])),
-                                "added_fidelity": float(np.mean(fids)) if fids else None,
+                                "plain_fidelity": mean_of("plain_fidelity"), "added_fidelity": mean_of("added_fidelity"),
                                 "added_entropy_guiding": mean_of("added_entropy_guiding"),
                                 "added_entropy_reference": mean_of("added_entropy_reference"),
                                 "plain_entropy_reference": mean_of("plain_entropy_reference"), "per_seed": by_seed}
