@@ -81,6 +81,22 @@ def samples_ratios(curve: list[dict], methods: dict) -> dict:
     return out
 
 
+def paired_with_ladder(points: list[dict], methods: dict) -> dict:
+    """Each method minus the ladder's static of the same learner seed and the same pool size (held-out test, points):
+    equal samples without interpolation, where the ladder has that size."""
+    static = {(p["seed"], p["samples"]): p["test_acc"] for p in points}
+    out = {}
+    for name, m in methods.items():
+        per_seed = sorted((int(s), r) for s, r in m["per_seed"].items())  # JSON keys are strings
+        pairs = [(s, r["test_acc"] - static[(s, r["samples"])], r["samples"]) for s, r in per_seed
+                 if (s, r["samples"]) in static]
+        if pairs:
+            diff = [d for _, d, _ in pairs]
+            out[name] = {"seeds": [int(s) for s, _, _ in pairs], "samples": [n for _, _, n in pairs],
+                         "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff)}
+    return out
+
+
 def headline(seeds: dict, ratios: dict, chosen: str | None) -> dict:
     """The benchmark's headline keys at the job's scale, for the DP variant chosen on validation: its samples ratio,
     its paired held-out difference to the unguided loop and to static (same learner seeds), and the label fidelity of
@@ -104,10 +120,11 @@ def table(args) -> int:
     curve = static_curve(ladder["points"])
     methods = {k: v for k, v in seeds["methods"].items() if k != "static"}
     ratios = samples_ratios(curve, methods)
+    paired = paired_with_ladder(ladder["points"], methods)
     chosen = seeds.get("chosen_on_validation")
     out = {"command": ladder["command"], "table_command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]),
            "job_seeds_command": seeds["command"], "generator": ladder["generator"], "static_curve": curve,
-           "methods": ratios, "chosen_on_validation": chosen,
+           "methods": ratios, "paired_with_ladder_static": paired, "chosen_on_validation": chosen,
            "headline": headline(seeds, ratios, chosen)}
     res = Path(args.out)
     (res / "plots").mkdir(parents=True, exist_ok=True)
@@ -130,6 +147,13 @@ def table(args) -> int:
                      f"{100 * r['test_se']:.2f} | {100 * r['val_mean']:.2f} | {r['samples']:,.0f} | "
                      f"{bound(r['static_samples_needed'])} | {'' if sr['bound'] == '=' else sr['bound'] + ' '}"
                      f"{sr['value']:.2f} |")
+    if paired:
+        lines += ["", "| method − ladder static of the same seed and pool size | seeds | samples | mean (points) | SE |",
+                  "|---|---|---|---|---|"]
+        for n, p in paired.items():
+            err = f"{p['se_pp']:.2f}" if len(p["seeds"]) > 1 else "–"
+            lines.append(f"| {n} | {', '.join(map(str, p['seeds']))} | {', '.join(f'{x:,}' for x in p['samples'])} | "
+                         f"{p['mean_pp']:+.2f} | {err} |")
     (res / "job_ladder.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -141,6 +165,11 @@ def table(args) -> int:
     ax.errorbar([c["samples"] for c in curve], [100 * c["test_mean"] for c in curve],
                 yerr=[100 * np.nan_to_num(c["test_se"]) for c in curve], marker="o", color="k", capsize=3,
                 label="static (ladder)")
+    curves = {}  # one variant at several budgets (``name@budget``): joined by a line, DP's own curve
+    for n, r in ratios.items():
+        curves.setdefault(n.split("@")[0].rstrip("]"), []).append((r["samples"], 100 * r["test_mean"]))
+    for pts in (sorted(v) for v in curves.values() if len(v) > 1):
+        ax.plot([x for x, _ in pts], [y for _, y in pts], color="0.6", linestyle="--", linewidth=1)
     for k, (n, r) in enumerate(ratios.items()):
         ax.errorbar([r["samples"]], [100 * r["test_mean"]], yerr=[100 * np.nan_to_num(r["test_se"])], marker="s^vD<>"[k % 6],
                     linestyle="none", capsize=3, label=n + (" (chosen)" if n == chosen else ""))

@@ -40,19 +40,43 @@ VARIANTS = {
     "entropy-paper0.01": ["guidance.scale=paper", "guidance.omega=0.01"],
     "entropy-paper0.02-clip": ["guidance.scale=paper", "guidance.omega=0.02", "guidance.clip_x0=true"],
 }
+# DP at other sample budgets (item 6 of the issue: DP as a curve): ``VARIANT@BUDGET`` runs a variant with the initial
+# pool N and addition size P scaled from the default's (1,000 / 500, four additions → 3,000 samples). Runs at another
+# budget are reported beside the others but never enter the choice between variants (a larger pool would win it).
+BUDGETS = {
+    "n500": ["practice.initial_samples=500", "practice.add_samples=250", "practice.max_samples=2000"],
+    "n2000": ["practice.initial_samples=2000", "practice.add_samples=1000", "practice.max_samples=8000"],
+}
+
+
+def variant_overrides(name: str) -> list[str]:
+    """Config overrides of a variant name ``VARIANT`` or ``VARIANT@BUDGET``; an unknown name is an error."""
+    base, _, budget = name.partition("@")
+    if base not in VARIANTS or (budget and budget not in BUDGETS):
+        raise SystemExit(f"unknown variant '{name}': variants {sorted(VARIANTS)}, budgets @{sorted(BUDGETS)}")
+    return [*VARIANTS[base], *(BUDGETS[budget] if budget else [])]
 
 
 def run(args) -> int:
     variants = args.variants.split(",")
+    for v in variants:
+        variant_overrides(v)  # every name checked before the first run starts
     for seed in (int(s) for s in args.seeds.split(",")):
         for k, v in enumerate(variants):
             methods = "dp,dynamic_unguided,static" if k == 0 and not args.dp_only else "dp"
-            cmd = [str(Path(sys.executable).parent / "deliberate"), "run", *args.overrides, *VARIANTS[v],
+            cmd = [str(Path(sys.executable).parent / "deliberate"), "run", *args.overrides, *variant_overrides(v),
                    f"run.methods={methods}", f"run.seed={seed}", f"run.name=seeds-{v}-s{seed}",
                    f"run.out_dir={args.out_dir}", "run.progress=false"]
             print("$", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, check=True, cwd=ROOT)
     return 0
+
+
+def chosen_on_validation(dps: dict) -> str | None:
+    """The DP variant of the highest mean validation accuracy among those at the default budget (a run at another
+    budget, ``VARIANT@BUDGET``, is compared with static at its own size, not chosen)."""
+    at_default = {n: m for n, m in dps.items() if "@" not in n}
+    return max(at_default, key=lambda n: at_default[n]["val_mean"]) if at_default else None
 
 
 def table(args) -> int:
@@ -146,7 +170,7 @@ def table(args) -> int:
                     "equal_samples": all(d["samples"] == o["samples"] for _, d, o in sub),
                     "left_out_unequal_samples": [s for s, _, _ in unequal]}
     dps = {n: m for n, m in out["methods"].items() if n.startswith("dp[")}
-    out["chosen_on_validation"] = max(dps, key=lambda n: dps[n]["val_mean"]) if dps else None
+    out["chosen_on_validation"] = chosen_on_validation(dps)
     res = Path(args.out)
     res.mkdir(parents=True, exist_ok=True)
     (res / "job_seeds.json").write_text(json.dumps(out, indent=1, default=str))

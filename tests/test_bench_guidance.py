@@ -89,3 +89,34 @@ def test_job_ladder_headline_is_the_variant_chosen_on_validation():
     assert h["samples_ratio"]["value"] == 2.0 and h["dp_minus_unguided_pp"] == 1.0 and h["dp_minus_static_se"] == 0.3
     assert (h["added_fidelity"], h["plain_fidelity"]) == (0.97, 0.99)
     assert headline(seeds, ratios, None) == {"method": None}
+
+
+def test_job_ladder_pairs_a_method_with_the_static_of_its_own_seed_and_pool_size():
+    from job_ladder import paired_with_ladder
+
+    pts = [{"seed": 0, "samples": 3000, "test_acc": 0.80}, {"seed": 1, "samples": 3000, "test_acc": 0.82},
+           {"seed": 0, "samples": 6000, "test_acc": 0.90}, {"seed": 2, "samples": 6000, "test_acc": 0.50}]
+    # JSON per-seed keys are strings; seed 2 has no ladder run at 3,000 and is left out, not paired with another size
+    methods = {"dp": {"per_seed": {"0": {"samples": 3000, "test_acc": 0.81}, "1": {"samples": 3000, "test_acc": 0.84},
+                                   "2": {"samples": 3000, "test_acc": 0.99}}},
+               "dp@big": {"per_seed": {"0": {"samples": 6000, "test_acc": 0.91}}},
+               "none": {"per_seed": {"5": {"samples": 3000, "test_acc": 0.9}}}}
+    p = paired_with_ladder(pts, methods)
+    assert p["dp"]["seeds"] == [0, 1] and p["dp"]["mean_pp"] == pytest.approx(1.5)
+    assert p["dp"]["se_pp"] == pytest.approx(0.5)
+    assert p["dp@big"]["mean_pp"] == pytest.approx(1.0) and "none" not in p
+
+
+def test_job_seeds_budget_variants_scale_the_pool_and_never_win_the_choice():
+    import job_seeds
+
+    ov = job_seeds.variant_overrides("entropy-paper0.01@n2000")
+    assert ov[:len(job_seeds.VARIANTS["entropy-paper0.01"])] == job_seeds.VARIANTS["entropy-paper0.01"]
+    assert "practice.initial_samples=2000" in ov and "practice.add_samples=1000" in ov
+    assert job_seeds.variant_overrides("projected") == job_seeds.VARIANTS["projected"]
+    for bad in ("nope", "projected@n7"):
+        with pytest.raises(SystemExit, match="unknown variant"):
+            job_seeds.variant_overrides(bad)
+    dps = {"dp[a]": {"val_mean": 0.84}, "dp[b]": {"val_mean": 0.85}, "dp[b@n2000]": {"val_mean": 0.87}}
+    assert job_seeds.chosen_on_validation(dps) == "dp[b]"
+    assert job_seeds.chosen_on_validation({"dp[b@n2000]": {"val_mean": 0.9}}) is None
