@@ -65,3 +65,18 @@ def test_classifier_free_guidance_sharpens_labels_with_clipping(splits, real_cla
         fidelity[lam] = (real_classifier.predict(out.images).argmax(1) == labels).float().mean().item()
     assert fidelity[3.0] >= fidelity[0.0] + 0.15, fidelity
     assert fidelity[3.0] >= 0.7, fidelity
+
+
+def test_time_embedding_width_is_its_own_setting_and_enters_the_cache_key_only_when_set():
+    from deliberate.config import GeneratorConfig
+    from deliberate.generation.pixel import build_unet, generator_key
+
+    cfg = GeneratorConfig(block_out_channels=(8, 16), time_embedding_dim=0)
+    default_key = generator_key(cfg, {"seed": 0})
+    assert build_unet(cfg, 10, (1, 28, 28)).time_embedding.linear_2.out_features == 32  # 4 × the first level
+    cfg.time_embedding_dim = 48
+    unet = build_unet(cfg, 10, (1, 28, 28))
+    assert unet.time_embedding.linear_2.out_features == 48 and unet.class_embedding.embedding_dim == 48
+    assert generator_key(cfg, {"seed": 0}) != default_key
+    cfg.time_embedding_dim = 0
+    assert generator_key(cfg, {"seed": 0}) == default_key  # generators cached before the option keep their key

@@ -46,6 +46,9 @@ class GeneratorConfig:
     path: str = ""  # explicit weights directory (overrides the cache lookup)
     block_out_channels: tuple = (32, 64, 64)
     layers_per_block: int = 1
+    # width of the time + class embedding (0 = diffusers' default, 4 × block_out_channels[0]): the class enters the
+    # UNet only through it, so a narrow first level would otherwise also narrow the class conditioning
+    time_embedding_dim: int = 0
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     train_steps: int = 1200
@@ -312,6 +315,7 @@ def validate(cfg: Config) -> None:
     need(d.val_size > 0, f"data.val_size must be > 0, got {d.val_size}")
     need(d.gen_train_size >= 0, f"data.gen_train_size must be >= 0, got {d.gen_train_size}")
     need(g.name in GENERATORS, f"generator.name: unknown generator '{g.name}' (known: {sorted(GENERATORS)})")
+    need(g.time_embedding_dim >= 0, f"generator.time_embedding_dim must be >= 0, got {g.time_embedding_dim}")
     need(len(g.block_out_channels) >= 2 and all(isinstance(c, int) and c > 0 for c in g.block_out_channels),
          f"generator.block_out_channels must be >= 2 positive integers, got {g.block_out_channels}")
     need(g.train_steps >= 0, f"generator.train_steps must be >= 0, got {g.train_steps}")

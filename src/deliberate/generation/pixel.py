@@ -27,7 +27,7 @@ from .ddim import guided_ddim
 from .guidance import Guide
 
 META_FILE = "deliberate_generator.json"
-OBJECTIVE_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0}
+OBJECTIVE_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0, "time_embedding_dim": 0}
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
@@ -37,7 +37,7 @@ def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
         down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
         add_attention=False,  # the mid-block attention costs ~25% of a training step at 7x7 for no visible gain
-        norm_num_groups=8, num_class_embeds=num_classes + 1,
+        norm_num_groups=8, num_class_embeds=num_classes + 1, time_embedding_dim=cfg.time_embedding_dim or None,
     )
 
 
@@ -46,8 +46,8 @@ def generator_key(cfg, data_meta: dict) -> str:
     fields = {k: getattr(cfg, k) for k in ("name", "block_out_channels", "layers_per_block", "num_train_timesteps",
                                            "beta_schedule", "train_steps", "batch_size", "lr", "ema_decay",
                                            "cond_drop", "bf16", "seed")}
-    # objective options enter the key only when not the original ones, so generators cached before they existed keep
-    # their key
+    # options added later (objective, embedding width) enter the key only when not the original ones, so generators
+    # cached before they existed keep their key
     fields |= {k: getattr(cfg, k) for k, old in OBJECTIVE_DEFAULTS.items() if getattr(cfg, k) != old}
     fields["data"] = {k: data_meta.get(k) for k in ("seed",)} | {"gen_train": data_meta.get("gen_train")}
     blob = json.dumps(fields, sort_keys=True, default=list)
