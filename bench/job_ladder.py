@@ -49,7 +49,11 @@ def run(args) -> int:
         points.append({"run": rid, "seed": rec["seed"], "samples": rec["samples"], "val_acc": rec["val_acc"],
                        "test_acc": ev["runs"][rid]["test_acc"], "label_fidelity": rec["label_fidelity"],
                        "wall_seconds": rec["wall_seconds"], "generation_seconds": rec["seconds"].get("generation")})
-    out = {"command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]), "overrides": args.overrides,
+    command = "python bench/job_ladder.py " + " ".join(sys.argv[1:])
+    old = Path(args.work) / "ladder.json"  # a later run into the same work dir adds points: keep every command
+    commands = [c for c in (json.loads(old.read_text()).get("commands") or [json.loads(old.read_text())["command"]]
+                            if old.exists() else []) if c != command] + [command]
+    out = {"command": "; ".join(commands), "commands": commands, "overrides": args.overrides,
            "generator": bench.gen_info.get("generator_id"), "points": points,
            "reference_test_acc": ev["reference"]["test_acc"], "test_reads": ev["test_reads"]}
     Path(args.work).mkdir(parents=True, exist_ok=True)

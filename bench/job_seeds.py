@@ -144,7 +144,8 @@ def table(args) -> int:
                                 "added_entropy_reference": mean_of("added_entropy_reference"),
                                 "plain_entropy_reference": mean_of("plain_entropy_reference"), "per_seed": by_seed}
     for dp in (n for n in rows if n.startswith("dp[")):
-        for other in ("dynamic_unguided", "static"):
+        # a run at another budget is paired with static of its own size only (the unguided loop ran at the default)
+        for other in ("static",) if "@" in dp else ("dynamic_unguided", "static"):
             pairs, unequal = [], []
             for seed, d in sorted(rows[dp].items()):
                 if other == "static":  # static at DP's own pool size: any static run of this seed that has it
