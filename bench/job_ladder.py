@@ -50,12 +50,18 @@ def run(args) -> int:
                        "test_acc": ev["runs"][rid]["test_acc"], "label_fidelity": rec["label_fidelity"],
                        "wall_seconds": rec["wall_seconds"], "generation_seconds": rec["seconds"].get("generation")})
     command = "python bench/job_ladder.py " + " ".join(sys.argv[1:])
-    old = Path(args.work) / "ladder.json"  # a later run into the same work dir adds points: keep every command
-    commands = [c for c in (json.loads(old.read_text()).get("commands") or [json.loads(old.read_text())["command"]]
-                            if old.exists() else []) if c != command] + [command]
+    old = Path(args.work) / "ladder.json"  # a later run into the same work dir adds points: keep them and every command
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    if prev and prev["generator"] != bench.gen_info.get("generator_id"):
+        raise SystemExit(f"{old} holds points of generator {prev['generator']}, this run uses "
+                         f"{bench.gen_info.get('generator_id')}: use another --work")
+    commands = [c for c in prev.get("commands", [prev["command"]] if prev else []) if c != command] + [command]
+    ids = {p["run"] for p in points}
+    points = sorted([p for p in prev.get("points", []) if p["run"] not in ids] + points,
+                    key=lambda p: (p["samples"], p["seed"]))
     out = {"command": "; ".join(commands), "commands": commands, "overrides": args.overrides,
            "generator": bench.gen_info.get("generator_id"), "points": points,
-           "reference_test_acc": ev["reference"]["test_acc"], "test_reads": ev["test_reads"]}
+           "reference_test_acc": ev["reference"]["test_acc"], "test_reads": prev.get("test_reads", []) + ev["test_reads"]}
     Path(args.work).mkdir(parents=True, exist_ok=True)
     (Path(args.work) / "ladder.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(points, indent=1))
