@@ -115,5 +115,11 @@ def se(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
+def paired_pp(seeds, diffs) -> dict:
+    """Paired differences (one per learner seed, accuracy fractions) as the tables report them: the seeds, and the mean
+    and its standard error in percentage points."""
+    return {"seeds": list(seeds), "mean_pp": 100 * float(np.mean(diffs)), "se_pp": 100 * se(diffs)}
+
+
 def reach_dict(r: Reach) -> dict:
     return asdict(r)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from curves import ratio, reach_dict, se, x_to_reach  # noqa: E402
+from curves import paired_pp, ratio, reach_dict, se, x_to_reach  # noqa: E402
 
 
 def run(args) -> int:
@@ -101,9 +101,8 @@ def paired_with_ladder(points: list[dict], methods: dict) -> dict:
         pairs = [(s, r["test_acc"] - static[(s, r["samples"])], r["samples"]) for s, r in per_seed
                  if (s, r["samples"]) in static]
         if pairs:
-            diff = [d for _, d, _ in pairs]
-            out[name] = {"seeds": [int(s) for s, _, _ in pairs], "samples": [n for _, _, n in pairs],
-                         "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff)}
+            out[name] = paired_pp([s for s, _, _ in pairs], [d for _, d, _ in pairs]) | {
+                "samples": [n for _, _, n in pairs]}
     return out
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from curves import se  # noqa: E402
+from curves import paired_pp, se  # noqa: E402
 
 VARIANTS = {
     "entropy": ["guidance.criterion=entropy", "guidance.scale=raw", "guidance.omega=0.5"],  # the earlier default
@@ -165,8 +165,7 @@ def table(args) -> int:
                 if not sub:
                     continue
                 diff = [d["test_acc"] - o["test_acc"] for _, d, o in sub]
-                out["paired"][key] = {
-                    "seeds": [s for s, _, _ in sub], "mean_pp": 100 * float(np.mean(diff)), "se_pp": 100 * se(diff),
+                out["paired"][key] = paired_pp([s for s, _, _ in sub], diff) | {
                     "samples": [(d["samples"], o["samples"]) for _, d, o in sub],
                     "equal_samples": all(d["samples"] == o["samples"] for _, d, o in sub),
                     "left_out_unequal_samples": [s for s, _, _ in unequal]}

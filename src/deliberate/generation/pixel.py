@@ -27,7 +27,9 @@ from .ddim import guided_ddim
 from .guidance import Guide
 
 META_FILE = "deliberate_generator.json"
-OBJECTIVE_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0, "time_embedding_dim": 0}
+# options added after the first cached generators, at their original values (see generator_key)
+ADDED_OPTION_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0,
+                         "time_embedding_dim": 0}
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
@@ -48,7 +50,7 @@ def generator_key(cfg, data_meta: dict) -> str:
                                            "cond_drop", "bf16", "seed")}
     # options added later (objective, embedding width) enter the key only when not the original ones, so generators
     # cached before they existed keep their key
-    fields |= {k: getattr(cfg, k) for k, old in OBJECTIVE_DEFAULTS.items() if getattr(cfg, k) != old}
+    fields |= {k: getattr(cfg, k) for k, old in ADDED_OPTION_DEFAULTS.items() if getattr(cfg, k) != old}
     fields["data"] = {k: data_meta.get(k) for k in ("seed",)} | {"gen_train": data_meta.get("gen_train")}
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
