@@ -7,9 +7,11 @@ spot (meaningless numbers; for development and the slow test).
 Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` aligns the model calls with every pool
 size and round of the full and quick modes (multiples of 100), so no call is padded (bench/sampling_chunks.py:
 a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
-cores). ``sampling.solver=ddim``: the benchmark's steps check compares DDIM step counts (25 vs fewer), as in its
-committed results; the solver study is bench/generator_quality.py (configs/fast.yaml samples with DPM-Solver++ 2M
-at 10 steps). Data settings stay at the defaults so that the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+cores). The full and quick modes sample like the package default (DPM-Solver++ 2M, 10 steps, λ chosen by the sweep)
+and guide in the paper's step convention (``guidance.scale=paper``, ω = 0.01 the default): their steps check
+compares 10 solver steps with 6. The tiny mode keeps DDIM in the raw convention (a development check of every
+stage). Data settings stay at the defaults so that the embedded default generator (cached under
+``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 class Mode:
     name: str
     base: list[str]  # config overrides for every run
-    steps_reference: int  # DDIM steps of the default
+    steps_reference: int  # solver steps of the default
     steps_candidates: list[int]  # fewer steps tried, kept when validation accuracy holds (smallest first)
     steps_check_size: int  # static pool size of the steps check
     static_sizes: list[int]
@@ -63,12 +65,12 @@ MODES = {
     "full": Mode(
         name="full",
         base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=ddim", "guidance.scale=raw"],
-        steps_reference=25, steps_candidates=[15], steps_check_size=400, steps_check_seeds=[0, 1],
+              "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
+        steps_reference=10, steps_candidates=[6], steps_check_size=400, steps_check_seeds=[0, 1],
         static_sizes=[200, 400, 800, 1600, 3200],
         dp_base=dp(400, 200, max_=1000),
         dp_settings=[dp(200, 100, max_=500), dp(400, 200, max_=1000)],
-        omegas=[0.0, 0.05, 0.5, 2.0],
+        omegas=[0.0, 0.005, 0.01, 0.03],
         schedules=SCHEDULES,
         prune_ks=[1, 2, 4, 8], prune_random_ks=[4, 8],
         seeds=[0, 1, 2], seed_offset_stride=0,
@@ -78,12 +80,12 @@ MODES = {
     "quick": Mode(
         name="quick",
         base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=ddim", "guidance.scale=raw"],
-        steps_reference=25, steps_candidates=[15], steps_check_size=400,
+              "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
+        steps_reference=10, steps_candidates=[6], steps_check_size=400,
         static_sizes=[200, 800, 3200],
         dp_base=dp(400, 200, max_=1000),
         dp_settings=[dp(400, 200, max_=1000)],
-        omegas=[0.0, 2.0],
+        omegas=[0.0, 0.01],
         schedules={k: SCHEDULES[k] for k in ("every", "late")},
         prune_ks=[1, 4], prune_random_ks=[4], prune_seeds=False,
         seeds=[0], seed_offset_stride=0,
