@@ -6,7 +6,7 @@ seconds per plain image, per guided image under each guidance schedule, per trai
 image and per scored image. A run's modelled compute is its counts times these costs (:func:`modelled_seconds`);
 its live, measured seconds are reported beside it.
 
-The same machinery measures the speed knobs (issue point 6): bf16 autocast, channels-last, batch size, DDIM
+The same machinery measures the speed knobs (issue point 6): bf16 autocast, channels-last, batch size, solver
 steps, guidance on a subset of steps and the x̂0 gradient, for the generator and the learner.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega
                 cfg_scale: float = 0.0) -> dict:
     """Before/after timings of the speed knobs, measured in this process. Generation in ms per image, learner
     in ms per iteration. "before" = the defaults as they stood (fp32 learner, guidance at every step through
-    the UNet, ``steps_ref`` DDIM steps); "after" = what the benchmark runs with."""
+    the UNet, ``steps_ref`` solver steps); "after" = what the benchmark runs with."""
     m = bench.mode
     gen = bench.gen.inner
     n = m.calib_images

@@ -25,7 +25,7 @@ from plan import MODES  # noqa: E402
 
 def table(res: dict) -> str:
     lines = [f"Static generation on {res['size']} samples, {res['iterations']} iterations, {len(res['seeds'])} learner "
-             f"seeds, {res['steps']} DDIM steps; label fidelity = the real-data reference classifier "
+             f"seeds, {res['steps']} solver steps; label fidelity = the real-data reference classifier "
              f"(test {res['reference_test_acc'] * 100:.1f} %) agrees with the intended label. Chosen on validation: "
              f"**λ = {res['chosen']:g}** ({res['rule']}).", "",
              "| λ | label fidelity % | val % (mean) | held-out test % (mean ± std) | per seed (test) |",

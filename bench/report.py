@@ -199,7 +199,7 @@ def results_md(res: dict, plots: list[str]) -> str:
              + ", ".join(f"λ={k} {_pct(v)}" for k, v in C["cfg_scale"]["val_acc"].items()) + "; label fidelity "
              + ", ".join(f"λ={k} {_pct(v)}" for k, v in C["cfg_scale"]["label_fidelity"].items())]
             if "cfg_scale" in C else []),
-          f"- DDIM steps: **{C['steps']['chosen']}** ({C['steps']['rule']}); val "
+          f"- solver steps: **{C['steps']['chosen']}** ({C['steps']['rule']}); val "
           + ", ".join(f"{s} steps {_pct(v)}" for s, v in C["steps"]["val_acc"].items()),
           *([f"- learner: **{C['learner']['chosen']}** ({C['learner']['rule']}); val "
              + ", ".join(f"{k} {_pct(v)}" for k, v in C["learner"]["val_acc"].items()) + "; ms/iteration "
@@ -263,7 +263,7 @@ def results_md(res: dict, plots: list[str]) -> str:
                      f"{r['entropy_reference']:.3f} |")
     U = res["units"]
     L += ["", "## Unit costs and speed", "",
-          f"Unit costs at {U['steps']} DDIM steps (median of {U['reps']}, {U['images_per_measurement']} images each): "
+          f"Unit costs at {U['steps']} solver steps (median of {U['reps']}, {U['images_per_measurement']} images each): "
           f"plain image {U['plain_image'] * 1e3:.1f} ms, training iteration {U['iteration'] * 1e3:.1f} ms, validation "
           f"image {U['val_image'] * 1e6:.0f} µs; guided ÷ plain: "
           + ", ".join(f"{k} {v:.2f}×" for k, v in U["guided_ratio"].items()) + ".", "",
@@ -271,7 +271,7 @@ def results_md(res: dict, plots: list[str]) -> str:
     S = res["speed"]
     L += [f"| {k} | {v:.2f} / image |" for k, v in S["generation_ms_per_image"].items()]
     L += [f"| {k} | {v:.2f} / iteration |" for k, v in S["learner_ms_per_iteration"].items()]
-    L += ["", f"Before → after: plain image {S['plain_speedup']:.2f}× faster (DDIM steps), guided image "
+    L += ["", f"Before → after: plain image {S['plain_speedup']:.2f}× faster (fewer steps), guided image "
           f"{S['guided_speedup']:.2f}× faster (steps and schedule); bf16 autocast vs fp32 for the generator: "
           f"{S['bf16_speedup']:.2f}×.", "", "## Time", ""]
     L += [f"- {k}: {v / 60:.1f} min" for k, v in res["seconds"].items()]

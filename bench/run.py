@@ -6,7 +6,7 @@ Stages (all choices on the validation split; the held-out test split is read onc
 
 0. Classifier-free guidance λ (sweeps.py): static at a fixed size for each λ, over the mode's learner seeds; the λ
    of the highest mean validation accuracy is used from here on (label fidelity reported beside it).
-   DDIM steps: static at a fixed size with the default steps and with fewer; the fewest steps whose validation
+   Solver steps: static at a fixed size with the default steps and with fewer; the fewest steps whose validation
    accuracy stays within one binomial standard error of the default's are used from here on.
 1. Unit costs (plain / guided image per schedule, iteration, validation image), measured back to back, and the
    speed knobs before/after (calibrate.py).
@@ -146,14 +146,14 @@ def main(argv=None) -> int:
     n_val = len(bench.splits.val)
     choices: dict = {}
 
-    # 0. λ, then DDIM steps.
+    # 0. λ, then solver steps.
     t = time.perf_counter()
     log("stage 0: classifier-free guidance λ sweep")
     choices["cfg_scale"] = cfg_sweep(bench, plan, mode, log)
     plan.cfg_scale = choices["cfg_scale"]["chosen"]
     stage_t["0 cfg sweep"] = time.perf_counter() - t
     t = time.perf_counter()
-    log("stage 0: DDIM steps check")
+    log("stage 0: solver steps check")
     seeds = mode.steps_check_seeds
 
     def check(steps: int) -> dict:  # static at the check size, averaged over the check's learner seeds
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     choices["steps"] = {"chosen": plan.steps, "tolerance": round(tol, 4), "seeds": list(seeds),
                         "val_acc": {str(s): r["val_acc"] for s, r in cands.items()},
                         "label_fidelity": {str(s): r["label_fidelity"] for s, r in cands.items()},
-                        "rule": "fewest DDIM steps whose static validation accuracy (mean over "
+                        "rule": "fewest solver steps whose static validation accuracy (mean over "
                                 f"{len(seeds)} learner seed{'s' if len(seeds) > 1 else ''}) is within one standard "
                                 f"error of {mode.steps_reference} steps'"}
     log(f"  steps → {plan.steps}")
