@@ -80,3 +80,32 @@ def test_time_embedding_width_is_its_own_setting_and_enters_the_cache_key_only_w
     assert generator_key(cfg, {"seed": 0}) != default_key
     cfg.time_embedding_dim = 0
     assert generator_key(cfg, {"seed": 0}) == default_key  # generators cached before the option keep their key
+
+
+def test_lognormal_timesteps_follow_edm_noise_levels_and_enter_the_key_only_when_set():
+    import math
+
+    from diffusers import DDPMScheduler
+
+    from deliberate.config import GeneratorConfig
+    from deliberate.generation.pixel import generator_key, train_timesteps
+
+    cfg = GeneratorConfig()
+    sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
+    default_key = generator_key(cfg, {"seed": 0})
+    uni = train_timesteps(sched, cfg, 20000, torch.Generator().manual_seed(0))
+    assert abs(uni.float().mean().item() - 499.5) < 10  # U{0, …, 999}
+    cfg.timestep_sampling = "lognormal"
+    assert generator_key(cfg, {"seed": 0}) != default_key
+    t = train_timesteps(sched, cfg, 20000, torch.Generator().manual_seed(0))
+    ab = sched.alphas_cumprod.double()
+    sigma = ((1 - ab[t]) / ab[t]).sqrt()
+    # the drawn steps' noise levels: ln σ ~ N(−1.2, 1.2²) up to the grid's spacing (median e^−1.2 ≈ 0.30)
+    assert abs(sigma.log().median().item() - (-1.2)) < 0.05
+    assert abs(sigma.log().std().item() - 1.2) < 0.1
+    assert (t < 500).float().mean() > 0.75  # most steps on the low-to-middle noise half, unlike uniform's 50 %
+    cfg.lognormal_mean = math.log(2.0)
+    t2 = train_timesteps(sched, cfg, 20000, torch.Generator().manual_seed(0))
+    assert t2.float().mean() > t.float().mean() + 100  # a larger P_mean moves the steps to noisier levels
+    cfg.timestep_sampling, cfg.lognormal_mean = "uniform", -1.2
+    assert generator_key(cfg, {"seed": 0}) == default_key

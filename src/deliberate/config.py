@@ -61,6 +61,12 @@ class GeneratorConfig:
     prediction: Literal["epsilon", "v_prediction"] = "epsilon"
     loss_weight: Literal["uniform", "min_snr"] = "uniform"
     min_snr_gamma: float = 5.0
+    # which noise levels a training step sees: uniform over the timesteps (DDPM), or EDM's log-normal noise-level
+    # distribution (Karras et al. 2022, Sec. 5: ln σ ~ N(P_mean, P_std²), σ = sqrt((1−ᾱ_t)/ᾱ_t), mapped to the
+    # nearest timestep), which spends the steps on the middle noise levels instead of the near-clean and pure-noise ends
+    timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
+    lognormal_mean: float = -1.2
+    lognormal_std: float = 1.2
     bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
     seed: int = 0
     # Stable Diffusion backend
@@ -337,6 +343,7 @@ def validate(cfg: Config) -> None:
                                              for t in gd.check_timesteps),
          f"guidance.check_timesteps must be timesteps in [0, {g.num_train_timesteps}), got {gd.check_timesteps}")
     need(g.min_snr_gamma > 0, f"generator.min_snr_gamma must be > 0, got {g.min_snr_gamma}")
+    need(g.lognormal_std > 0, f"generator.lognormal_std must be > 0, got {g.lognormal_std}")
     need(s.batch_size > 0 and s.shard_size > 0, "sampling.batch_size and sampling.shard_size must be > 0")
     need(s.seed_offset >= 0, "sampling.seed_offset must be >= 0")
     need(gd.criterion in CRITERIA, f"guidance.criterion: unknown criterion '{gd.criterion}' (known: {sorted(CRITERIA)})")

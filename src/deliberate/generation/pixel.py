@@ -29,7 +29,8 @@ from .guidance import Guide
 META_FILE = "deliberate_generator.json"
 # options added after the first cached generators, at their original values (see generator_key)
 ADDED_OPTION_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0,
-                         "time_embedding_dim": 0}
+                         "time_embedding_dim": 0, "timestep_sampling": "uniform", "lognormal_mean": -1.2,
+                         "lognormal_std": 1.2}
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
@@ -54,6 +55,19 @@ def generator_key(cfg, data_meta: dict) -> str:
     fields["data"] = {k: data_meta.get(k) for k in ("seed",)} | {"gen_train": data_meta.get("gen_train")}
     blob = json.dumps(fields, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def train_timesteps(noise_sched: DDPMScheduler, cfg, n: int, g: torch.Generator) -> torch.Tensor:
+    """Timesteps of one training batch. ``uniform``: t ~ U{0, …, T−1} (DDPM). ``lognormal``: EDM's noise-level
+    distribution (Karras et al. 2022, Sec. 5, "noise distribution"), ln σ ~ N(P_mean, P_std²) in the units of the
+    [-1, 1] images, each σ mapped to the first timestep whose σ_t = sqrt((1 − ᾱ_t)/ᾱ_t) reaches it (σ_t increases
+    with t; levels beyond the schedule's ends take its first or last step)."""
+    if cfg.timestep_sampling == "uniform":
+        return torch.randint(0, cfg.num_train_timesteps, (n,), generator=g)
+    ab = noise_sched.alphas_cumprod.double()
+    sigma_t = ((1 - ab) / ab).sqrt()
+    sigma = (cfg.lognormal_mean + cfg.lognormal_std * torch.randn(n, generator=g, dtype=torch.float64)).exp()
+    return torch.searchsorted(sigma_t, sigma).clamp_(0, len(sigma_t) - 1)
 
 
 @GENERATORS.register("pixel_unet")
@@ -144,7 +158,7 @@ class PixelDiffusion:
             drop = torch.rand(len(y), generator=g).to(dev) < cfg.cond_drop
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
             noise = torch.randn(x0.shape, generator=g).to(dev)
-            t = torch.randint(0, cfg.num_train_timesteps, (len(y),), generator=g).to(dev)
+            t = train_timesteps(noise_sched, cfg, len(y), g).to(dev)
             xt = noise_sched.add_noise(x0, noise, t)
             with autocast(dev, self.bf16):
                 pred = unet(xt, t, class_labels=y).sample
