@@ -63,7 +63,8 @@ class GeneratorConfig:
     min_snr_gamma: float = 5.0
     # which noise levels a training step sees: uniform over the timesteps (DDPM), or EDM's log-normal noise-level
     # distribution (Karras et al. 2022, Sec. 5: ln σ ~ N(P_mean, P_std²), σ = sqrt((1−ᾱ_t)/ᾱ_t), mapped to the
-    # nearest timestep), which spends the steps on the middle noise levels instead of the near-clean and pure-noise ends
+    # nearest timestep), which spends the steps on the middle noise levels instead of the near-clean and pure-noise ends;
+    # measured at the default job's scale: plain samples 92 % on-label, static 78.75 % val vs 83.65 % uniform (README)
     timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2
