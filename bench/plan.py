@@ -1,6 +1,6 @@
 """Benchmark modes: what runs, at which sizes. Every number here is a setting, not a result.
 
-``full`` took 45 minutes (66 with DDIM 25 and the fp32 learner) and ``quick`` 14 (before that change) on an idle
+``full`` took 45 minutes (66 with DDIM 25 and the fp32 learner) and ``quick`` 8 (was 14) on an idle
 2-core CPU with the default generator cached (bench/README.md); ``tiny`` exercises every stage in a couple of
 minutes with a small generator trained on the spot (meaningless numbers; for development and the slow test).
 
