@@ -49,7 +49,7 @@ def generator_key(cfg, data_meta: dict) -> str:
     fields = {k: getattr(cfg, k) for k in ("name", "block_out_channels", "layers_per_block", "num_train_timesteps",
                                            "beta_schedule", "train_steps", "batch_size", "lr", "ema_decay",
                                            "cond_drop", "bf16", "seed")}
-    # options added later (objective, embedding width) enter the key only when not the original ones, so generators
+    # options added later (ADDED_OPTION_DEFAULTS) enter the key only when not the original ones, so generators
     # cached before they existed keep their key
     fields |= {k: getattr(cfg, k) for k, old in ADDED_OPTION_DEFAULTS.items() if getattr(cfg, k) != old}
     fields["data"] = {k: data_meta.get(k) for k in ("seed",)} | {"gen_train": data_meta.get("gen_train")}
