@@ -82,6 +82,28 @@ def test_time_embedding_width_is_its_own_setting_and_enters_the_cache_key_only_w
     assert generator_key(cfg, {"seed": 0}) == default_key  # generators cached before the option keep their key
 
 
+def test_scale_shift_conditioning_modulates_the_norm_and_enters_the_key_only_when_set():
+    from deliberate.config import GeneratorConfig
+    from deliberate.generation.pixel import build_unet, generator_key
+
+    cfg = GeneratorConfig(block_out_channels=(8, 16))
+    default_key = generator_key(cfg, {"seed": 0})
+    block = build_unet(cfg, 10, (1, 28, 28)).down_blocks[0].resnets[0]
+    assert block.time_emb_proj.out_features == 8  # a bias added to the features
+    cfg.time_conditioning = "scale_shift"
+    unet = build_unet(cfg, 10, (1, 28, 28))
+    assert unet.down_blocks[0].resnets[0].time_emb_proj.out_features == 16  # a scale and a shift per channel
+    assert generator_key(cfg, {"seed": 0}) != default_key
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 900])
+    with torch.no_grad():  # the class changes the output through the modulation alone
+        a = unet(x, t, class_labels=torch.tensor([0, 0])).sample
+        b = unet(x, t, class_labels=torch.tensor([1, 1])).sample
+    assert not torch.allclose(a, b)
+    cfg.time_conditioning = "default"
+    assert generator_key(cfg, {"seed": 0}) == default_key
+
+
 def test_lognormal_timesteps_follow_edm_noise_levels_and_enter_the_key_only_when_set():
     import math
 

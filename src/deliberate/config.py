@@ -49,6 +49,9 @@ class GeneratorConfig:
     # width of the time + class embedding (0 = diffusers' default, 4 × block_out_channels[0]): the class enters the
     # UNet only through it, so a narrow first level would otherwise also narrow the class conditioning
     time_embedding_dim: int = 0
+    # how the time + class embedding enters each ResNet block: added to the features ("default", diffusers' default),
+    # or as a scale and shift after the group norm ("scale_shift": AdaGN, Dhariwal & Nichol 2021, Sec. 3)
+    time_conditioning: Literal["default", "scale_shift"] = "default"
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     train_steps: int = 1200

@@ -30,7 +30,7 @@ META_FILE = "deliberate_generator.json"
 # options added after the first cached generators, at their original values (see generator_key)
 ADDED_OPTION_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min_snr_gamma": 5.0,
                          "time_embedding_dim": 0, "timestep_sampling": "uniform", "lognormal_mean": -1.2,
-                         "lognormal_std": 1.2}
+                         "lognormal_std": 1.2, "time_conditioning": "default"}
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
@@ -41,6 +41,7 @@ def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet
         down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
         add_attention=False,  # the mid-block attention costs ~25% of a training step at 7x7 for no visible gain
         norm_num_groups=8, num_class_embeds=num_classes + 1, time_embedding_dim=cfg.time_embedding_dim or None,
+        resnet_time_scale_shift=cfg.time_conditioning,
     )
 
 
