@@ -71,6 +71,12 @@ class GeneratorConfig:
     timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2
+    # data-parallel training on a CPU: n processes (gloo), each computing rows r, r+n, … of every step's batch with
+    # threads/n intra-op threads; gradients are summed, so each update is the one-process update up to rounding.
+    # 0 = auto: 2 on a CPU with >= 2 threads for >= 200 steps (outside torchrun), else 1. On CUDA or under torchrun
+    # the generator trains in one process. Two 1-thread processes beat one 2-thread process by ~1.2x on 2 cores
+    # (convolution backward scales poorly over threads; README "Generator and sampler")
+    train_processes: int = 0
     bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
     seed: int = 0
     # Stable Diffusion backend
@@ -325,6 +331,9 @@ def validate(cfg: Config) -> None:
     need(d.val_size > 0, f"data.val_size must be > 0, got {d.val_size}")
     need(d.gen_train_size >= 0, f"data.gen_train_size must be >= 0, got {d.gen_train_size}")
     need(g.name in GENERATORS, f"generator.name: unknown generator '{g.name}' (known: {sorted(GENERATORS)})")
+    need(g.train_processes >= 0, f"generator.train_processes must be >= 0, got {g.train_processes}")
+    need(g.train_processes <= g.batch_size, f"generator.train_processes ({g.train_processes}) exceeds "
+                                            f"generator.batch_size ({g.batch_size}): a process would get no rows")
     need(g.time_embedding_dim >= 0, f"generator.time_embedding_dim must be >= 0, got {g.time_embedding_dim}")
     need(len(g.block_out_channels) >= 2 and all(isinstance(c, int) and c > 0 for c in g.block_out_channels),
          f"generator.block_out_channels must be >= 2 positive integers, got {g.block_out_channels}")

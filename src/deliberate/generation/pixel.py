@@ -11,16 +11,20 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..registry import GENERATORS
 from .base import GeneratorError, SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
@@ -138,51 +142,28 @@ class PixelDiffusion:
         v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0 (Salimans & Ho 2022). Weighting (``cfg.loss_weight``): uniform, or min-SNR-γ
         (Hang et al. 2023): the per-sample loss times min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ)/(SNR_t + 1) for v,
         with SNR_t = ᾱ_t/(1−ᾱ_t) — both equal min(SNR_t, γ)·‖x̂0 − x0‖², capping the weight of the easy low-noise
-        steps that dominate uniform training."""
-        dev = self.device
-        torch.manual_seed(cfg.seed)
-        g = torch.Generator().manual_seed(cfg.seed)
-        unet = self.unet.train().requires_grad_(True)
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
-        opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-        warm = max(1, cfg.train_steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
-            0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.train_steps))))) * 0.9 + 0.1)
-        noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
-        x_all = images.float().div(127.5).sub(1)
-        losses = []
-        bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not progress, dynamic_ncols=True)
-        for step in bar:
-            idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
-            x0 = x_all[idx].to(dev)
-            y = labels[idx].to(dev)
-            drop = torch.rand(len(y), generator=g).to(dev) < cfg.cond_drop
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-            noise = torch.randn(x0.shape, generator=g).to(dev)
-            t = train_timesteps(noise_sched, cfg, len(y), g).to(dev)
-            xt = noise_sched.add_noise(x0, noise, t)
-            with autocast(dev, self.bf16):
-                pred = unet(xt, t, class_labels=y).sample
-            target = noise if cfg.prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
-            per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
-            if cfg.loss_weight == "min_snr":
-                snr = compute_snr(noise_sched, t)
-                per_sample = per_sample * snr.clamp_max(cfg.min_snr_gamma) / (snr if cfg.prediction == "epsilon"
-                                                                              else snr + 1)
-            loss = per_sample.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            ema.step(unet.parameters())
-            losses.append(loss.item())
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-                if log:
-                    log({"step": step, "loss": losses[-1], "lr": sched.get_last_lr()[0]})
-        ema.copy_to(unet.parameters())
-        self.unet = unet.eval().requires_grad_(False)
+        steps that dominate uniform training. With ``cfg.train_processes`` (:func:`train_processes`) > 1 the steps
+        are computed by that many processes, data-parallel (:func:`_train_worker`)."""
+        n = train_processes(cfg, self.device)
+        self.trained_with_processes = n
+        if n == 1:
+            losses = train_loop(self.unet, images, labels, cfg, self.num_classes, self.bf16, self.device, progress, log)
+        else:
+            threads = max(1, torch.get_num_threads() // n)
+            with tempfile.TemporaryDirectory(prefix="deliberate-gen-") as tmp:
+                out = Path(tmp) / "trained.pt"
+                state = {k: v.detach().cpu() for k, v in self.unet.state_dict().items()}
+                torch.multiprocessing.spawn(_train_worker, nprocs=n, join=True, args=(
+                    n, str(Path(tmp) / "store"), str(out), state, images, labels, cfg, self.num_classes, self.bf16,
+                    threads, progress))
+                trained = torch.load(out, weights_only=True)
+            self.unet.load_state_dict(trained["state"])
+            losses = trained["losses"]
+            if log:  # the workers cannot call back into this process: their curve is logged once they are done
+                lr = lr_factor(cfg)
+                for step in range(0, len(losses), 50):
+                    log({"step": step, "loss": losses[step], "lr": cfg.lr * lr(step + 1)})
+        self.unet = self.unet.eval().requires_grad_(False)
         return losses
 
     # ----------------------------------------------------------------------------------------------- sample
@@ -224,6 +205,112 @@ class PixelDiffusion:
                                 "sample" + (" (guided)" if guide and guide.omega else ""))
 
 
+def train_processes(cfg, device) -> int:
+    """How many processes train the generator: ``cfg.train_processes``, or for 0 (auto) 2 on a CPU with at least
+    2 intra-op threads and at least 200 steps (starting them costs a few seconds), else 1. CUDA and runs under
+    ``torchrun`` train in one process."""
+    cpu = torch.device(device).type == "cpu" and not distributed.is_distributed()
+    if cfg.train_processes > 1 and not cpu:
+        raise GeneratorError(f"generator.train_processes={cfg.train_processes} splits CPU training over processes; "
+                             f"on {device} or under torchrun the generator trains in one process (set it to 0 or 1)")
+    if cfg.train_processes:
+        return cfg.train_processes
+    return 2 if cpu and torch.get_num_threads() >= 2 and cfg.train_steps >= 200 else 1
+
+
+def lr_factor(cfg):
+    """The learning-rate multiplier after each step: linear warm-up over 5 % of the steps, then a cosine from 1
+    to 0.1."""
+    warm = max(1, cfg.train_steps // 20)
+    return lambda s: min(1.0, (s + 1) / warm) * (
+        0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.train_steps))))) * 0.9 + 0.1
+
+
+def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cfg, num_classes: int, bf16: bool,
+               dev, progress: bool = True, log=None, rank: int = 0, world: int = 1) -> list[float]:
+    """The training steps of :meth:`PixelDiffusion.fit`; ``unet`` ends holding the EMA weights. In a process group
+    of ``world`` processes every process draws the same global batch and computes rows ``rank::world`` of it; the
+    summed loss and gradients are those of the whole batch, so every process takes the same step."""
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    unet.train().requires_grad_(True)
+    params = list(unet.parameters())
+    ema = EMAModel(params, decay=cfg.ema_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+    noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule)
+    x_all = images.float().div(127.5).sub(1)
+    losses = []
+    bar = tqdm(range(cfg.train_steps), desc="train generator" + (f" ({world} processes)" if world > 1 else ""),
+               disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
+        x0 = x_all[idx].to(dev)
+        y = labels[idx].to(dev)
+        drop = torch.rand(len(y), generator=g).to(dev) < cfg.cond_drop
+        y = torch.where(drop, torch.full_like(y, num_classes), y)
+        noise = torch.randn(x0.shape, generator=g).to(dev)
+        t = train_timesteps(noise_sched, cfg, len(y), g).to(dev)
+        if world > 1:  # this process's rows of the global batch
+            x0, y, noise, t = x0[rank::world], y[rank::world], noise[rank::world], t[rank::world]
+        xt = noise_sched.add_noise(x0, noise, t)
+        with autocast(dev, bf16):
+            pred = unet(xt, t, class_labels=y).sample
+        target = noise if cfg.prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
+        per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
+        if cfg.loss_weight == "min_snr":
+            snr = compute_snr(noise_sched, t)
+            per_sample = per_sample * snr.clamp_max(cfg.min_snr_gamma) / (snr if cfg.prediction == "epsilon"
+                                                                          else snr + 1)
+        loss = per_sample.mean() if world == 1 else per_sample.sum() / cfg.batch_size
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if world > 1:
+            loss = sum_gradients(params, loss.detach())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema.step(params)
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+            if log:
+                log({"step": step, "loss": losses[-1], "lr": sched.get_last_lr()[0]})
+    ema.copy_to(params)
+    return losses
+
+
+def sum_gradients(params: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) every parameter's gradient and ``loss`` over the process group in one flat buffer; returns
+    the summed loss."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([gr.reshape(-1).float() for gr in grads] + [loss.reshape(1).float()])
+    dist.all_reduce(flat)
+    at = 0
+    for p, gr in zip(params, grads):
+        p.grad = flat[at:at + gr.numel()].view_as(gr).to(gr.dtype)
+        at += gr.numel()
+    return flat[-1]
+
+
+def _train_worker(rank: int, world: int, store: str, out: str, state: dict, images: torch.Tensor,
+                  labels: torch.Tensor, cfg, num_classes: int, bf16: bool, threads: int, progress: bool) -> None:
+    """One of ``world`` CPU training processes (started by :meth:`PixelDiffusion.fit`): joins a gloo group through a
+    file store, trains its rows of every batch; rank 0 writes the EMA weights and the loss curve to ``out``."""
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        unet = build_unet(cfg, num_classes, tuple(images.shape[1:]))
+        unet.load_state_dict(state)
+        losses = train_loop(unet, images, labels, cfg, num_classes, bf16, torch.device("cpu"),
+                            progress and rank == 0, rank=rank, world=world)
+        if rank == 0:
+            torch.save({"state": unet.state_dict(), "losses": losses}, out + ".tmp")
+            os.replace(out + ".tmp", out)
+    finally:
+        dist.destroy_process_group()
+
+
 def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log=None) -> tuple[PixelDiffusion, dict]:
     """Load the generator from ``generator.path`` or from the cache, or train it on the generator split and cache it."""
     g = cfg.generator
@@ -242,6 +329,7 @@ def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log
     gen.save(path, extra={"key": key, "train_seconds": round(seconds, 1),
                           "train_cpu_seconds": round(time.process_time() - c0, 1),  # all threads of this process
                           "final_loss": losses[-1] if losses else None,
+                          "train_processes": getattr(gen, "trained_with_processes", 1),
                           "config": {k: v for k, v in vars(g).items()}})
     return gen, {"source": "trained", "path": str(path), "generator_id": gen.generator_id, "key": key,
                  "train_seconds": round(seconds, 1)}
