@@ -50,7 +50,8 @@ class GeneratorConfig:
     # UNet only through it, so a narrow first level would otherwise also narrow the class conditioning
     time_embedding_dim: int = 0
     # how the time + class embedding enters each ResNet block: added to the features ("default", diffusers' default),
-    # or as a scale and shift after the group norm ("scale_shift": AdaGN, Dhariwal & Nichol 2021, Sec. 3)
+    # or as a scale and shift after the group norm ("scale_shift": AdaGN, Dhariwal & Nichol 2021, Sec. 3); measured
+    # at batch 64: plain samples 89.0 % on-label vs 98.5 %, static 81.75 % vs 82.50 % at the job's scale (README)
     time_conditioning: Literal["default", "scale_shift"] = "default"
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
