@@ -75,8 +75,8 @@ class GeneratorConfig:
     # data-parallel training on a CPU: n processes (gloo), each computing rows r, r+n, … of every step's batch with
     # threads/n intra-op threads; gradients are summed, so each update is the one-process update up to rounding.
     # 0 = auto: 2 on a CPU with >= 2 threads for >= 200 steps (outside torchrun), else 1. On CUDA or under torchrun
-    # the generator trains in one process. Two 1-thread processes beat one 2-thread process by ~1.2x on 2 cores
-    # (convolution backward scales poorly over threads; README "Generator and sampler")
+    # the generator trains in one process. On this 2-core CPU two 1-thread processes take a step 1.18x faster than
+    # one 2-thread process, start-up 11 s vs 2 s (bench/train_processes.py: a 1,200-step fit ~13 % shorter)
     train_processes: int = 0
     bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
     seed: int = 0

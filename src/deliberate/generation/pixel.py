@@ -220,8 +220,8 @@ def train_processes(cfg, device) -> int:
 
 
 def lr_factor(cfg):
-    """The learning-rate multiplier after each step: linear warm-up over 5 % of the steps, then a cosine from 1
-    to 0.1."""
+    """The learning-rate multiplier after step s: 0.1 + 0.9 · warm-up(s) · cosine(s), a linear warm-up over the first
+    5 % of the steps times a half cosine over all of them (from 1 to 0.1 overall)."""
     warm = max(1, cfg.train_steps // 20)
     return lambda s: min(1.0, (s + 1) / warm) * (
         0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, cfg.train_steps))))) * 0.9 + 0.1
