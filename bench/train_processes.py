@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     whole = {n: statistics.median(v) for n, v in seconds.items()}
     first = settings[0]
     out = {
-        "command": "python bench/train_processes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/train_processes.py", *(argv if argv is not None else sys.argv[1:])]),
         "steps": args.steps, "reps": args.reps, "batch_size": cfg.generator.batch_size,
         "block_out_channels": list(cfg.generator.block_out_channels), "bf16": cfg.generator.bf16,
         "seconds_per_step": {str(n): round(v, 4) for n, v in per_step.items()},
