@@ -336,7 +336,7 @@ def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log
     gen.save(path, extra={"key": key, "train_seconds": round(seconds, 1),
                           "train_cpu_seconds": round(cpu_seconds() - c0, 1),  # all threads and training processes
                           "final_loss": losses[-1] if losses else None,
-                          "train_processes": getattr(gen, "trained_with_processes", 1),
+                          "train_processes": gen.trained_with_processes,
                           "config": {k: v for k, v in vars(g).items()}})
     return gen, {"source": "trained", "path": str(path), "generator_id": gen.generator_id, "key": key,
                  "train_seconds": round(seconds, 1)}
