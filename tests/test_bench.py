@@ -420,3 +420,43 @@ def test_goal_status_on_hand_made_curves():
     G = goals(headline(*args)[0], args[0], args[1], 300, test_size=10_000)
     assert (G["prune_compute_ratio"]["value"], G["prune_compute_ratio"]["status"]) == (10.0, "undetermined")
     assert G["guidance_cost_ratio"]["status"] == "met" and G["guidance_cost_ratio"]["accuracy_kept"] is True
+
+
+def _recipe(work, name, overrides, vals, tests, fid=0.99):
+    d = work / name
+    d.mkdir(parents=True)
+    pts = [{"run": f"r{s}", "seed": s, "samples": 3000, "val_acc": v, "test_acc": t, "label_fidelity": fid}
+           for s, (v, t) in enumerate(zip(vals, tests))]
+    rec = {"name": name, "overrides": overrides, "device": "cpu", "parallel": 1, "rc": 0,
+           "generator": {"generator_id": name, "train_seconds": 1.0}, "ladder": {"command": "x", "points": pts}}
+    (d / "recipe.json").write_text(__import__("json").dumps(rec))
+
+
+def test_recipe_screen_groups_generator_seeds_into_families(tmp_path):
+    import json
+
+    import recipe_screen
+
+    _recipe(tmp_path, "a0", ["generator.batch_size=64"], [0.80, 0.82], [0.79, 0.81])
+    _recipe(tmp_path, "a1", ["generator.batch_size=64", "generator.seed=1"], [0.84, 0.86], [0.83, 0.85])
+    _recipe(tmp_path, "d", [], [0.70], [0.71])
+    assert recipe_screen.main(["table", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    out = json.loads((tmp_path / "out" / "recipe_screen.json").read_text())
+    fams = {f["family"]: f for f in out["families"]}
+    assert set(fams) == {"generator.batch_size=64", "(default)"}
+    a = fams["generator.batch_size=64"]
+    assert a["generator_seeds"] == [0, 1]
+    assert math.isclose(a["val_mean"], 0.83) and math.isclose(a["test_mean"], 0.82)
+    assert math.isclose(a["val_se"], 0.02)  # the recipes' means 0.81 and 0.85: SD 0.0283, SE 0.02
+    assert fams["(default)"]["val_se"] is None and out["families"][0]["family"] == "generator.batch_size=64"
+    assert "| a1 | `generator.batch_size=64` | 1 |" in (tmp_path / "out" / "recipe_screen.md").read_text()
+
+
+@pytest.mark.parametrize("text", ["noequals", "a.b=generator.lr=1", "x=generator.lr", "y=lr=0.1", "=generator.lr=1"])
+def test_recipe_screen_rejects_malformed_recipes(text):
+    import recipe_screen
+
+    with pytest.raises(SystemExit, match="recipe"):
+        recipe_screen.parse_recipe(text)
+    assert recipe_screen.parse_recipe("b64=generator.batch_size=64 generator.seed=2") == (
+        "b64", ["generator.batch_size=64", "generator.seed=2"])
