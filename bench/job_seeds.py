@@ -143,16 +143,16 @@ def table(args) -> int:
                                 "added_entropy_guiding": mean_of("added_entropy_guiding"),
                                 "added_entropy_reference": mean_of("added_entropy_reference"),
                                 "plain_entropy_reference": mean_of("plain_entropy_reference"), "per_seed": by_seed}
-    for dp in (n for n in rows if n.startswith("dp[")):
+    for dp in [n for n in rows if n.startswith("dp[")]:
         # a run at another budget is paired with static of its own size only (the unguided loop ran at the default)
         for other in ("static",) if "@" in dp else ("dynamic_unguided", "static"):
             pairs, unequal = [], []
             for seed, d in sorted(rows[dp].items()):
                 if other == "static":  # static at DP's own pool size: any static run of this seed that has it
                     cands = [r for r in statics.get(seed, []) if r["samples"] == d["samples"]]
-                    o = cands[0] if cands else rows[other].get(seed)
+                    o = cands[0] if cands else rows.get(other, {}).get(seed)
                 else:  # the unguided loop's pool size is its own (it adds when it stalls): reported, not matched
-                    o = rows[other].get(seed)
+                    o = rows.get(other, {}).get(seed)
                 if o is None:
                     continue
                 (pairs if other != "static" or o["samples"] == d["samples"] else unequal).append((seed, d, o))

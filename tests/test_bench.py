@@ -460,3 +460,22 @@ def test_recipe_screen_rejects_malformed_recipes(text):
         recipe_screen.parse_recipe(text)
     assert recipe_screen.parse_recipe("b64=generator.batch_size=64 generator.seed=2") == (
         "b64", ["generator.batch_size=64", "generator.seed=2"])
+
+
+def test_generator_classes_precision_recall_and_confusion():
+    import generator_classes as gc
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 8, generator=g)
+    same = torch.randn(400, 8, generator=g)
+    collapsed = 0.05 * torch.randn(400, 8, generator=g)  # every sample near one mode
+    shifted = torch.randn(400, 8, generator=g) + 6.0  # another distribution altogether
+    p, r = gc.precision_recall(real, same)
+    assert p > 0.8 and r > 0.8
+    p, r = gc.precision_recall(real, collapsed)
+    assert p > 0.9 and r < 0.2  # precise but covering little of the real data
+    p, r = gc.precision_recall(real, shifted)
+    assert p < 0.05 and r < 0.05
+    pc = gc.per_class(torch.tensor([0, 0, 1, 0, 2, 2]), torch.tensor([0, 0, 0, 1, 2, 2]), 3)
+    assert np.allclose(pc["on_label"], [2 / 3, 0.0, 1.0]) and pc["count"] == [3, 1, 2]
+    assert pc["top_wrong"][:2] == [1, 0] and np.allclose(pc["top_wrong_share"][:2], [1 / 3, 1.0])
