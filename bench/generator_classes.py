@@ -9,7 +9,8 @@ its first N, the same prefix of the plain stream for every run) is classified by
 off-label ones are taken for most, and improved precision / recall (Kynkäänniemi et al. 2019) against the real
 validation images of the class in the reference classifier's penultimate features. The method's final learner
 (``methods/<method>/model.safetensors``) is evaluated per class on the **validation** split; the held-out test split
-is not read. Runs are grouped by generator (``generator.json``) and averaged over the learner seeds of a generator.
+is not read. Runs are grouped by generator (``generator.json``) and sampler settings (which fix the samples) and averaged over
+the learner seeds of a group.
 Writes ``<out>.json`` and ``<out>.md``.
 """
 from __future__ import annotations
@@ -100,16 +101,19 @@ def analyse(run_dirs: list[Path], method: str, first: int = 0) -> dict:
         samples |= {"precision": [p for p, _ in pr], "recall": [r for _, r in pr]}
         learner = Learner(cfg.learner, C, images.shape[1], cfg.practice.iterations, "cpu", seed=cfg.run.seed)
         learner.eval_model.load_state_dict(load_file(rd / "methods" / method / "model.safetensors"))
-        learned = per_class(learner.predict(val.images).argmax(-1), val.labels, C)
+        val_pred = learner.predict(val.images).argmax(-1)
         gen = json.loads((rd / "generator.json").read_text())["generator_id"]
-        out[gen].append({"run": rd.name, "learner_seed": cfg.run.seed, "generator_seed": cfg.generator.seed,
-                         "samples": len(labels), "plain_on_label": samples, "val_per_class": learned,
-                         "val_acc": float((learner.predict(val.images).argmax(-1) == val.labels).float().mean())})
+        sm = cfg.sampling  # the samples are fixed by (generator, label, seed, settings): one group per pair
+        group = (gen, sm.solver, sm.steps, sm.cfg_scale, sm.eta, sm.seed_offset)
+        out[group].append({"run": rd.name, "learner_seed": cfg.run.seed, "generator_seed": cfg.generator.seed,
+                           "cfg_scale": sm.cfg_scale, "samples": len(labels), "plain_on_label": samples,
+                           "val_per_class": per_class(val_pred, val.labels, C),
+                           "val_acc": float((val_pred == val.labels).float().mean())})
     classes = list(splits.classes)
     gens = []
-    for gen, runs in out.items():
+    for (gen, *_), runs in out.items():
         mean = lambda key, field: [sum(r[key][field][c] for r in runs) / len(runs) for c in range(C)]  # noqa: E731
-        gens.append({"generator_id": gen, "generator_seed": runs[0]["generator_seed"],
+        gens.append({"generator_id": gen, "generator_seed": runs[0]["generator_seed"], "cfg_scale": runs[0]["cfg_scale"],
                      "learner_seeds": [r["learner_seed"] for r in runs],
                      "plain_on_label": runs[0]["plain_on_label"],  # the same samples for every learner seed
                      "val_per_class": mean("val_per_class", "on_label"),
@@ -130,7 +134,8 @@ def write(res: dict, out: Path, command: str) -> str:
              "real validation split (mean over learner seeds "
              + "; ".join(f"{g['generator_id']}: {', '.join(map(str, g['learner_seeds']))}" for g in gens)
              + "). The test split is not read.", ""]
-    head = "| class | " + " | ".join(f"gen. seed {g['generator_seed']}: on-label % (most off-label →) | precision % | "
+    head = "| class | " + " | ".join(f"gen. seed {g['generator_seed']}, λ = {g['cfg_scale']:g}: on-label % "
+                                     "(most off-label →) | precision % | "
                                      "recall % | static val %" for g in gens) + " |"
     lines += [head, "|---|" + "---|---|---|---|" * len(gens)]
     for c, name in enumerate(classes):

@@ -5,7 +5,7 @@
 
 ``run``: static at each pool size (the first M samples of the plain stream: sample i has label i mod C and seed i,
 so every size is a prefix of the largest and each sample is generated once, through the benchmark's sample cache)
-for each learner seed, with the default job's settings (2,000 iterations, DPM-Solver++ 2M 10, λ = 3, bf16 learner)
+for each learner seed, with the default job's settings (2,000 iterations, DPM-Solver++ 2M 10, the default λ, bf16 learner)
 plus any overrides; then the held-out test split is read once for every run (the benchmark harness:
 ``bench/harness.py``). Records go to ``bench/work/job_ladder/``; a rerun skips the runs already recorded.
 
