@@ -39,7 +39,8 @@ def per_class(pred, labels, num_classes: int) -> dict:
 
 
 def features(learner, images):
-    """The input of the learner's last linear layer (the penultimate features), for uint8 images."""
+    """Logits and the input of the learner's last linear layer (the penultimate features) for uint8 images, in one
+    pass."""
     import torch
 
     last = [m for m in learner.eval_model.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -47,10 +48,10 @@ def features(learner, images):
     hook = last.register_forward_pre_hook(lambda mod, args: grabbed.append(args[0].float()))
     try:
         with torch.no_grad():
-            learner.predict(images)
+            logits = learner.predict(images)
     finally:
         hook.remove()
-    return torch.cat(grabbed)
+    return logits, torch.cat(grabbed)
 
 
 def knn_radii(x, k: int):
@@ -83,20 +84,21 @@ def analyse(run_dirs: list[Path], method: str, first: int = 0) -> dict:
     from deliberate.learning.learner import Learner
     from deliberate.practice.pool import Pool
 
-    reference, splits, out = None, None, defaultdict(list)
+    reference, splits, val, f_real, out = None, None, None, None, defaultdict(list)
     for rd in run_dirs:
         cfg = load_config(rd / "config.yaml")
         if reference is None:
             d = cfg.data
             splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
             reference, _ = obtain_reference(cfg, splits, "cpu", 2000, ROOT / "cache" / "reference")
+            val = splits.val  # validation only: the held-out test split is never read here
+            f_real = features(reference, val.images)[1]  # the same for every run
         C = splits.num_classes
         pool = Pool(rd / "methods" / method / "pool")
         n = min(first, len(pool)) if first else len(pool)  # the same prefix of the plain stream for every run
         images, labels = pool.get(torch.arange(n))[0], pool.labels[:n]
-        samples = per_class(reference.predict(images).argmax(-1), labels, C)
-        val = splits.val  # validation only: the held-out test split is never read here
-        f_fake, f_real = features(reference, images), features(reference, val.images)
+        logits, f_fake = features(reference, images)
+        samples = per_class(logits.argmax(-1), labels, C)
         pr = [precision_recall(f_real[val.labels == c], f_fake[labels == c]) for c in range(C)]
         samples |= {"precision": [p for p, _ in pr], "recall": [r for _, r in pr]}
         learner = Learner(cfg.learner, C, images.shape[1], cfg.practice.iterations, "cpu", seed=cfg.run.seed)
