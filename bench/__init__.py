@@ -1,0 +1,6 @@
+"""The benchmark: studies over the job's own run path, one entry point (``python -m bench <study>``).
+
+Each study module registers itself in :data:`bench.core.STUDIES`; importing the package imports them all.
+"""
+from . import core  # noqa: F401
+from . import scaling  # noqa: F401  (registers "scaling")
