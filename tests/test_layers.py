@@ -21,7 +21,7 @@ LAYERS = [
     ("generation", {"generation"}),
     ("learning", {"learning"}),
     ("practice", {"practice"}),
-    ("job", {"job", "repair", "evaluation"}),
+    ("job", {"job", "branch", "repair", "evaluation"}),
     ("reports", {"reports"}),
     ("cli", {"cli"}),
 ]

@@ -37,7 +37,7 @@ RESULT = "result.json"
 # Keys that may differ between a run and its resume: where and how it runs, never what it computes.
 # (Bitwise equality also needs the same run.threads: see docs/robustness.md.)
 RUNTIME_KEYS = frozenset({"run.progress", "run.device", "run.threads", "run.out_dir", "run.name",
-                          "run.checkpoint_every", "data.root", "data.workers", "generator.path",
+                          "run.checkpoint_every", "run.keep_checkpoints", "data.root", "data.workers", "generator.path",
                           "generator.cache_dir", "learner.loader_workers"})
 
 
@@ -126,12 +126,18 @@ class Checkpointer:
         self.path = self.dir / CHECKPOINT
         self.log_path = Path(log_path) if log_path else None
         self.every = cfg.run.checkpoint_every
+        self.keep = frozenset(cfg.run.keep_checkpoints)  # iterations whose state is also kept (run.keep_checkpoints)
+
+    def kept_path(self, iteration: int) -> Path:
+        """Where the state after ``iteration`` (before its evaluation) is kept: the start of a branched decay."""
+        return self.dir / "kept" / f"it{iteration:06d}.pt"
 
     def guide_path(self, round_: int) -> Path:
         return self.dir / "guides" / f"r{round_:03d}.safetensors"
 
     def save(self, learner, trigger, batch_rng: torch.Generator, pool, *, rounds: int, seconds: dict,
-             val_acc: float, counters: dict, pending: dict | None = None) -> None:
+             val_acc: float, counters: dict, pending: dict | None = None, path: Path | None = None) -> None:
+        """Save the training state to the checkpoint (or to ``path``: a kept copy, :meth:`kept_path`)."""
         if pending is not None:  # the classifier that guides this round, for repairs
             from safetensors.torch import save_file
 
@@ -147,7 +153,9 @@ class Checkpointer:
                      "last_sha256": pool.records[-1]["sha256"] if pool.records else None},
             "log_bytes": self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0,
         }
-        atomic_write(self.path, lambda p: torch.save(state, p), fault="checkpoint")
+        target = Path(path) if path is not None else self.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda p: torch.save(state, p), fault="checkpoint")
 
     def _read(self) -> dict | None:
         if not self.path.exists():

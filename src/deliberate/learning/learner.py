@@ -100,7 +100,8 @@ class Learner:
         self.train_model = distributed.wrap_ddp(self.model, self.device)
         groups = param_groups_weight_decay(self.model, cfg.weight_decay)
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
-        self.schedule = WarmupStableDecay(total_iterations, cfg.warmup_frac, cfg.decay_frac)
+        self.schedule = WarmupStableDecay(total_iterations, cfg.warmup_frac, cfg.decay_frac,
+                                          warmup_iterations=cfg.warmup_iterations)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema else None
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
