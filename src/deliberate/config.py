@@ -24,19 +24,31 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folders (ImageFolder layout, data/folders.py)
-    root: str = "/usr/share/datasets/fashion-mnist"  # folder with the four IDX .gz files
+    # fashion_mnist (the embedded default) | class_folders (any <root>/<class>/<image> dataset: data/classfolders.py,
+    # docs/own_data.md) | folders (ImageNet-shaped wnid folders at paper scale, data/folders.py)
+    name: str = "fashion_mnist"
+    # fashion_mnist: the folder with the four IDX .gz files; class_folders: the dataset, <root>/<class>/<image> or
+    # <root>/{train,val,test}/<class>/<image>
+    root: str = "/usr/share/datasets/fashion-mnist"
     val_size: int = 2000  # real plateau-validation images, carved from the official train set
     gen_train_size: int = 0  # generator-training images (0 = the rest of the official train set)
     split_seed: int = 0
-    # Paper-scale folders (ImageFolder layout); unused by the embedded default.
+    test_size: int = 0  # class_folders: held-out images carved from data.root when it has no test folder
+    # class_folders: convert every image to this mode (L, RGB, RGBA); empty = the images' own, one for all
+    mode: Literal["", "L", "RGB", "RGBA"] = ""
+    # Paper-scale folders (ImageFolder layout); class_folders: optional separate validation / held-out roots.
     val_dir: str = ""
     test_dir: str = ""
-    class_list: str = ""  # built-in name (imagenet100) or a file of "wnid name" lines; empty = every val_dir class
+    # folders: built-in name (imagenet100) or a file of "wnid name" lines; empty = every val_dir class.
+    # class_folders: a file of class folder names, one per line, in label order; empty = sorted folder names
+    class_list: str = ""
     ood_dirs: dict = field(default_factory=dict)  # {name: dir}, e.g. ImageNet-V2/-Sketch/-R/-A, evaluated at the end
-    image_size: int = 0  # folders: images resized + centre-cropped to this; also the stored size of latent samples
-    test_per_class: int = 0  # folders: at most this many held-out images per class, drawn by split_seed (0 = all)
-    workers: int = 4  # folders: image-decoding threads
+    # folders, class_folders: images resized + centre-cropped to this (class_folders: 0 = their own square size);
+    # also the stored size of latent samples
+    image_size: int = 0
+    # folders, class_folders (test root): at most this many held-out images per class, drawn by split_seed (0 = all)
+    test_per_class: int = 0
+    workers: int = 4  # folders, class_folders: image-decoding threads
 
 
 @dataclass
@@ -411,9 +423,18 @@ def _is_timm_model(name: str) -> bool:
 def _validate_paper_scale(cfg: Config, need) -> None:
     """Checks of the folder data, Stable Diffusion and multi-process keys (docs/paper_scale.md)."""
     d, g, lr = cfg.data, cfg.generator, cfg.learner
-    need(d.name in ("fashion_mnist", "folders"), f"data.name: unknown dataset '{d.name}' (fashion_mnist or folders)")
-    need(d.image_size >= 0 and d.test_per_class >= 0 and d.workers >= 0,
-         "data.image_size, data.test_per_class and data.workers must be >= 0")
+    need(d.name in ("fashion_mnist", "class_folders", "folders"),
+         f"data.name: unknown dataset '{d.name}' (fashion_mnist, class_folders or folders)")
+    need(d.image_size >= 0 and d.test_per_class >= 0 and d.workers >= 0 and d.test_size >= 0,
+         "data.image_size, data.test_per_class, data.workers and data.test_size must be >= 0")
+    need(d.name != "class_folders" or bool(d.root), "data.name=class_folders needs data.root=<dataset folder>")
+    if d.name == "class_folders" and g.name == "pixel_unet" and d.image_size:
+        f = 2 ** (len(g.block_out_channels) - 1)
+        need(d.image_size % f == 0, f"data.image_size={d.image_size} must be a multiple of {f} for the pixel generator "
+             f"(generator.block_out_channels has {len(g.block_out_channels)} levels, each after the first halves it)")
+    need(d.name != "class_folders" or g.name != "stable_diffusion" or d.image_size > 0,
+         "data.name=class_folders with generator.name=stable_diffusion needs data.image_size > 0 (the size real "
+         "images and samples are stored at)")
     if d.name == "folders":
         need(bool(d.val_dir) and bool(d.test_dir), "data.name=folders needs data.val_dir and data.test_dir")
         need(d.image_size > 0, "data.name=folders needs data.image_size > 0 (the size images are stored at)")

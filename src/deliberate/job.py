@@ -40,8 +40,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_real_splits(cfg: Config) -> RealSplits:
-    """``data.name``: the embedded Fashion-MNIST splits, or ImageFolder directories (this process's share)."""
+    """``data.name``: the embedded Fashion-MNIST splits, a class-folder dataset, or ImageFolder directories (this
+    process's share)."""
     d = cfg.data
+    if d.name == "class_folders":
+        from .data.classfolders import load_class_folder_splits
+
+        return load_class_folder_splits(d, distributed.rank(), distributed.world_size())
     if d.name == "folders":
         from .data.folders import load_folder_splits
 
@@ -137,16 +142,17 @@ def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = No
         require_same_config(yaml.safe_load(saved.read_text()), cfg.to_dict(), f"run {run_dir}")
     elif run_dir is not None and (Path(run_dir) / "config.yaml").exists():
         raise ResumeError(f"{run_dir} already holds a run; continue it with `deliberate run --resume {run_dir}`")
+    splits = load_real_splits(cfg)  # before anything is written: bad data leaves no run directory behind
     run_dir = Path(run_dir) if run_dir else distributed.on_main(lambda: new_run_dir(cfg.run.out_dir, cfg.run.name))
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
     with main_lock(run_dir):
-        out = _run_job(cfg, run_dir, progress, resume)
+        out = _run_job(cfg, splits, run_dir, progress, resume)
     distributed.shutdown()  # waits for rank 0's summary, then leaves the process group
     return out
 
 
-def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) -> Path:
+def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | None, resume: bool) -> Path:
     progress = (cfg.run.progress if progress is None else progress) and distributed.is_main()
     main = distributed.is_main()
     set_deterministic(cfg.run.deterministic)
@@ -154,7 +160,6 @@ def _run_job(cfg: Config, run_dir: Path, progress: bool | None, resume: bool) ->
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     t_start = time.perf_counter()
-    splits = load_real_splits(cfg)
     if main:
         if not resume:
             write_config(run_dir / "config.yaml", cfg.to_dict())

@@ -68,21 +68,32 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
-def load_splits(root: str, val_size: int = 2000, gen_train_size: int = 0, seed: int = 0) -> RealSplits:
-    """Fashion-MNIST from an IDX folder, split deterministically by ``seed``."""
-    tr_x, tr_y = load_idx_folder(root, "train")
-    te_x, te_y = load_idx_folder(root, "test")
-    n = len(tr_y)
-    if val_size >= n:
-        raise DataError(f"data.val_size={val_size} leaves no generator-training images out of {n}")
+def carve(n: int, seed: int, val_size: int, test_size: int = 0, gen_train_size: int = 0,
+          where: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted indices (generator training, validation, held-out) of ``n`` images split by ``seed``: one permutation,
+    the first ``val_size`` for validation, the next ``test_size`` held out, the first ``gen_train_size`` of the
+    rest (0 = all of it) for the generator. With ``test_size`` = 0 this is the embedded split of the official train
+    set. ``where`` names the images in the errors."""
+    if val_size + test_size >= n:
+        asked = f"data.val_size={val_size}" + (f" + data.test_size={test_size}" if test_size else "")
+        raise DataError(f"{where}{asked} leaves no generator-training images out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
     val_idx = np.sort(perm[:val_size])
-    rest = perm[val_size:]
+    test_idx = np.sort(perm[val_size:val_size + test_size])
+    rest = perm[val_size + test_size:]
     if gen_train_size:
         if gen_train_size > len(rest):
-            raise DataError(f"data.gen_train_size={gen_train_size} exceeds the {len(rest)} images left after validation")
+            raise DataError(f"{where}data.gen_train_size={gen_train_size} exceeds the {len(rest)} images left after "
+                            + ("validation and held-out" if test_size else "validation"))
         rest = rest[:gen_train_size]
-    gen_idx = np.sort(rest)
+    return np.sort(rest), val_idx, test_idx
+
+
+def split_arrays(tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray, te_y: np.ndarray, root: str,
+                 val_size: int = 2000, gen_train_size: int = 0, seed: int = 0) -> RealSplits:
+    """The embedded splits of train arrays (N, 28, 28) / test arrays: validation and generator training carved from
+    the train set by ``seed`` (:func:`carve`), the whole test set held out."""
+    gen_idx, val_idx, _ = carve(len(tr_y), seed, val_size, 0, gen_train_size)
 
     def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
         return Split(torch.from_numpy(x[idx].copy()).unsqueeze(1), torch.from_numpy(y[idx].copy()), idx)
@@ -96,3 +107,10 @@ def load_splits(root: str, val_size: int = 2000, gen_train_size: int = 0, seed: 
     }
     return RealSplits(split(tr_x, tr_y, gen_idx), split(tr_x, tr_y, val_idx), HeldOut(split(te_x, te_y, test_idx)),
                       meta=meta)
+
+
+def load_splits(root: str, val_size: int = 2000, gen_train_size: int = 0, seed: int = 0) -> RealSplits:
+    """Fashion-MNIST from an IDX folder, split deterministically by ``seed`` (:func:`split_arrays`)."""
+    tr_x, tr_y = load_idx_folder(root, "train")
+    te_x, te_y = load_idx_folder(root, "test")
+    return split_arrays(tr_x, tr_y, te_x, te_y, root, val_size, gen_train_size, seed)

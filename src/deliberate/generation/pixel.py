@@ -3,6 +3,10 @@
 Class embeddings with a null class (index ``num_classes``) for classifier-free guidance, the DDPM
 noise-prediction objective, DDIM sampling. Weights are saved as safetensors next to their config, in a cache
 keyed by the config and the data they were trained on.
+
+The UNet takes the size and channels of its training split (``sample_size``, ``in/out_channels``): 28x28x1 on the
+embedded Fashion-MNIST, e.g. 32x32x3 on a class-folder dataset (data/classfolders.py). Each level after the first
+halves the image, so the side must be a multiple of 2^(levels − 1) (:func:`check_shape`).
 """
 from __future__ import annotations
 
@@ -38,7 +42,18 @@ ADDED_OPTION_DEFAULTS = {"prediction": "epsilon", "loss_weight": "uniform", "min
                          "lognormal_std": 1.2, "time_conditioning": "default"}
 
 
+def check_shape(cfg, image_shape: tuple[int, int, int]) -> None:
+    """A square image whose side the UNet's levels can halve evenly (else the skip connections would not match)."""
+    c, h, w = image_shape
+    levels = len(cfg.block_out_channels)
+    if h != w or h % 2 ** (levels - 1):
+        raise GeneratorError(f"the pixel generator needs square images with a side divisible by {2 ** (levels - 1)} "
+                             f"(generator.block_out_channels has {levels} levels), got {c}x{h}x{w}: set "
+                             "data.image_size or change generator.block_out_channels")
+
+
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
+    check_shape(cfg, image_shape)
     levels = len(cfg.block_out_channels)
     return UNet2DModel(
         sample_size=image_shape[1], in_channels=image_shape[0], out_channels=image_shape[0],
@@ -323,6 +338,10 @@ def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log
     g = cfg.generator
     if g.path:
         gen = PixelDiffusion.load(g.path, g, device)
+        data = (splits.num_classes, tuple(splits.val.images.shape[1:]))
+        if (gen.num_classes, tuple(gen.image_shape)) != data:
+            raise GeneratorError(f"generator.path {g.path} makes {gen.num_classes} classes of {gen.image_shape} "
+                                 f"images, the data has {data[0]} classes of {data[1]}")
         return gen, {"source": "path", "path": g.path, "generator_id": gen.generator_id}
     key = generator_key(g, splits.meta)
     path = Path(g.cache_dir) / key

@@ -1,4 +1,5 @@
-"""Learner architectures. ``cnn_small`` is ours (28x28 inputs); any other name is created by timm.
+"""Learner architectures. ``cnn_small`` is ours (any size and channel count: the job passes the generator's); any
+other name is created by timm.
 
 Every model takes images in [-1, 1] (the generator's space): :class:`Preprocess` adapts them to a backbone's
 input size and normalisation, so entropy guidance can differentiate through the exact learner input pipeline.
@@ -14,7 +15,8 @@ from ..registry import LEARNERS
 
 @LEARNERS.register("cnn_small")
 def cnn_small(num_classes: int = 10, in_chans: int = 1, width: int = 32, **_) -> nn.Module:
-    """A small VGG-style CNN for 28x28 images (~0.3M parameters): 3 conv stages with BatchNorm, global pooling."""
+    """A small VGG-style CNN (~0.3M parameters): 3 conv stages with BatchNorm, global pooling; built for 28x28
+    images, it takes any size (the pooling is global) and ``in_chans`` channels."""
     w = width
 
     def block(cin: int, cout: int) -> list[nn.Module]:
@@ -29,7 +31,8 @@ def cnn_small(num_classes: int = 10, in_chans: int = 1, width: int = 32, **_) ->
 
 
 class Preprocess(nn.Module):
-    """[-1, 1] images → the backbone's input: resize, channel repeat, mean/std normalisation (differentiable)."""
+    """[-1, 1] images → the backbone's input: resize, channels adapted (grey repeated, colour averaged to grey, an
+    alpha channel dropped), mean/std normalisation (differentiable)."""
 
     def __init__(self, size: int = 0, in_chans: int = 1, mean=None, std=None):
         super().__init__()
@@ -41,7 +44,14 @@ class Preprocess(nn.Module):
         if self.size and x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         if x.shape[1] != self.in_chans:
-            x = x.expand(-1, self.in_chans, -1, -1) if x.shape[1] == 1 else x.mean(1, keepdim=True)
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.in_chans, -1, -1)
+            elif self.in_chans == 1:
+                x = x.mean(1, keepdim=True)
+            elif x.shape[1] > self.in_chans:  # RGBA → RGB
+                x = x[:, :self.in_chans]
+            else:
+                raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {self.in_chans}-channel learner")
         if self.mean is not None:
             x = ((x + 1) / 2 - self.mean) / self.std
         return x
