@@ -62,16 +62,13 @@ class GeneratorConfig:
     # UNet only through it, so a narrow first level would otherwise also narrow the class conditioning
     time_embedding_dim: int = 0
     # how the time + class embedding enters each ResNet block: added to the features ("default", diffusers' default),
-    # or as a scale and shift after the group norm ("scale_shift": AdaGN, Dhariwal & Nichol 2021, Sec. 3); measured
-    # at batch 64: plain samples 89.0 % on-label vs 98.5 %, static 81.75 % vs 82.50 % at the job's scale (README)
+    # or as a scale and shift after the group norm ("scale_shift": AdaGN, Dhariwal & Nichol 2021, Sec. 3)
+    # (measured: docs/measurements.md)
     time_conditioning: Literal["default", "scale_shift"] = "default"
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     train_steps: int = 1200
-    # 64: half the compute of 128 (8.3 vs 14.4 one-process CPU minutes); at λ = 2 static on 3,000 samples 83.21 % vs
-    # 84.05 % (generator seed 0), and over generator seeds the two recipes differ by less than one generator's own
-    # randomness (README "Generator and sampler"): the default job fits 20 minutes on 2 cores with it
-    batch_size: int = 64
+    batch_size: int = 64  # images per generator training step (the default's measurements: docs/measurements.md)
     lr: float = 1e-3
     ema_decay: float = 0.995
     cond_drop: float = 0.1  # probability of the null class during training (classifier-free guidance)
@@ -83,17 +80,16 @@ class GeneratorConfig:
     # which noise levels a training step sees: uniform over the timesteps (DDPM), or EDM's log-normal noise-level
     # distribution (Karras et al. 2022, Sec. 5: ln σ ~ N(P_mean, P_std²), σ = sqrt((1−ᾱ_t)/ᾱ_t), mapped to the
     # nearest timestep), which spends the steps on the middle noise levels instead of the near-clean and pure-noise ends;
-    # measured at the default job's scale: plain samples 92 % on-label, static 78.75 % val vs 83.65 % uniform (README)
+    # (measured: docs/measurements.md)
     timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2
     # data-parallel training on a CPU: n processes (gloo), each computing rows r, r+n, … of every step's batch with
     # threads/n intra-op threads; gradients are summed, so each update is the one-process update up to rounding.
     # 0 = auto: 2 on a CPU with >= 2 threads for >= 200 steps (outside torchrun), else 1. On CUDA or under torchrun
-    # the generator trains in one process. On this 2-core CPU two 1-thread processes take a step 1.18x faster than
-    # one 2-thread process, start-up 11 s vs 2 s (bench/train_processes.py: a 1,200-step fit ~13 % shorter)
+    # the generator trains in one process (measured: docs/measurements.md).
     train_processes: int = 0
-    bf16: bool = True  # autocast; on this 2-core CPU: 0.69 s/step (bf16) vs 1.17 s/step (fp32), idle, batch 128
+    bf16: bool = True  # train under bfloat16 autocast (measured: docs/measurements.md)
     seed: int = 0
     # Stable Diffusion backend
     prompt_templates: tuple = ("a photo of a {}.",)
@@ -110,11 +106,10 @@ class GeneratorConfig:
 class SamplingConfig:
     steps: int = 10  # solver steps (model evaluations per sample, ×2 with classifier-free guidance)
     # ddim (first order, the paper's) | dpmpp_2m (DPM-Solver++ 2M) | unipc (UniPC-2M); all from diffusers, x̂0 clipped
-    # DPM-Solver++ 2M at 10 steps: at the default job's scale static 82.93 % vs 83.47 % with DDIM 25 (one seed each),
-    # FID 0.93 vs 1.80 on the bench study, 2.5x fewer model calls (README, bench/results/generator_quality.md)
+    # (the default, measured against DDIM: docs/measurements.md)
     solver: Literal["ddim", "dpmpp_2m", "unipc"] = "dpmpp_2m"
-    # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5). 2, chosen on validation at the default job's scale (3,000 samples: more
-    # of each real class covered than at λ = 3, static and DP both higher; README "Classifier-free guidance")
+    # paper's λ in ε = (1+λ)ε_c − λε_u (Eq. 5): the classifier-free guidance of every sample, plain and guided
+    # (how 2 was chosen: docs/measurements.md)
     cfg_scale: float = 2.0
     eta: float = 0.0
     batch_size: int = 250  # samples per model call: index-aligned chunks of seeds (generation/base.py); fixes bytes
@@ -125,9 +120,8 @@ class SamplingConfig:
 @dataclass
 class GuidanceConfig:
     criterion: str = "entropy"  # registry name of the score whose gradient steers sampling
-    # ω in Eq. 7 (entropy-ascending), in the paper's step convention (``scale``). 0.01, chosen on validation over
-    # three learner seeds at the default job's scale (bench/job_seeds.py; README): added samples +0.2 nats harder for
-    # the reference classifier and 97 % on-label; the paper's 0.05 is ~5x too strong for 28x28 images at 10 steps
+    # ω in Eq. 7 (entropy-ascending), in the paper's step convention (``scale``): how strongly added samples are
+    # steered towards high entropy under the current learner (how 0.01 was chosen: docs/measurements.md)
     omega: float = 0.01
     every: int = 1  # guide every k-th DDIM step
     window: tuple = (0.0, 1.0)  # guide only within this fraction of the trajectory (0 = first step)
@@ -164,11 +158,9 @@ class LearnerConfig:
     cutmix: float = 0.0
     augment: bool = True  # random crop with padding (+ horizontal flip when hflip)
     hflip: bool = True  # part of augment; Fashion-MNIST items all face one way, so a flip makes unseen images
-    # autocast for training and evaluation (guidance reads the fp32 weights): at the default job's scale static 82.92 %
-    # vs 82.93 % in fp32, 5:42 vs 8:35 wall (README); 1.8x faster per iteration (learner_audit.md)
+    # bfloat16 autocast for training and evaluation (guidance reads the fp32 weights; measured: docs/measurements.md)
     bf16: bool = True
-    # NHWC activations: cnn_small's bf16 step 0.094 → 0.070 s (batch 128, 2 cores); static at the job's scale
-    # 83.06 / 82.84 % vs 83.30 / 82.78 % in NCHW on learner seeds 0 / 1 (numerics only; README "Generator and sampler")
+    # NHWC activations, the channels-last memory format, for the learner (measured: docs/measurements.md)
     channels_last: bool = True
     img_size: int = 0  # timm learners: resize inputs to this size (0 = native)
     eval_batch_size: int = 1000
