@@ -4,3 +4,4 @@ Each study module registers itself in :data:`bench.core.STUDIES`; importing the 
 """
 from . import core  # noqa: F401
 from . import scaling  # noqa: F401  (registers "scaling")
+from . import folders_check  # noqa: F401  (registers "folders-check")
