@@ -116,7 +116,8 @@ class Bench:
         stats = read_jsonl(d / "stats.jsonl")
         omega = pool.column("omega").astype(float)
         guided = int((omega > 0).sum())
-        generated = len(pool) * getattr(mspec, "oversample", 1) if hasattr(mspec, "build_pool") else len(pool)
+        cost = mspec.cost(len(pool))  # samples generated (k·M candidates for a pruned pool), helper training
+        generated = cost["generated"]
         rec = {
             "id": spec.id, "method": spec.method, "overrides": list(spec.overrides), "budget": spec.budget,
             "tags": sorted(spec.tags), "setting": spec.setting(),
@@ -126,9 +127,7 @@ class Bench:
             "rounds": res.rounds, "evaluations": len(stats), "steps": cfg.sampling.steps,
             "guidance": {"omega": mspec.omega, "every": cfg.guidance.every, "window": list(cfg.guidance.window),
                          "grad": cfg.guidance.grad, "scale": cfg.guidance.scale},
-            "scorer_iterations": getattr(mspec, "scorer_iterations", 0)
-            if getattr(mspec, "keep", "") == "entropy" and getattr(mspec, "oversample", 1) > 1 else 0,
-            "oversample": getattr(mspec, "oversample", 1),
+            "scorer_iterations": cost["scorer_iterations"], "oversample": cost["oversample"],
             "seconds": res.seconds, "wall_seconds": round(wall, 2),
             "generation_actual_seconds": round(self.gen.counts["actual_seconds"] - before["actual_seconds"], 2),
             "cache_hits": self.gen.counts["hits"] - before["hits"],
@@ -138,10 +137,10 @@ class Bench:
             "curve": [{"iteration": r["iteration"], "val_acc": r["val_acc"], "pool": r["pool"]} for r in stats],
             "config": cfg.to_dict(),
             "sampler": SAMPLER_VERSION,
+            # the pool's samples per class (for a pruned pool: the kept ones; a grown pool cycles the labels)
+            "kept_per_class": np.bincount(pool.column("labels").astype(int),
+                                          minlength=self.splits.num_classes).tolist(),
         }
-        if hasattr(mspec, "build_pool"):
-            kept = pool.column("labels").astype(int)
-            rec["kept_per_class"] = np.bincount(kept, minlength=self.splits.num_classes).tolist()
         write_json(rec_file, rec)
         for shard in (d / "pool").glob("*.safetensors"):  # the samples live on in the sample cache
             shard.unlink()

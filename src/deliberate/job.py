@@ -58,12 +58,23 @@ def obtain_generator(cfg: Config, splits: RealSplits, device, progress: bool, lo
     return GENERATORS.get_entry(cfg.generator.name).obtain(cfg, splits, device=device, progress=progress, log=log)
 
 
-SIZED_BY_DP = ("static", "prune", "prune_random")  # methods whose pool size is DP's final pool when DP ran
+def method_budget(name: str, cfg: Config, done: dict[str, PracticeResult]) -> int | None:
+    """The ``budget`` of method ``name``: the final pool size of the method its spec is ``sized_by`` (static and
+    prune take DP's), when that one has finished; else None (the method sizes itself from the config)."""
+    by = METHODS.build(name, cfg).sized_by
+    return done[by].samples if by in done else None
 
 
-def order_methods(methods) -> list[str]:
-    """Methods that size themselves after others (``static``, ``prune*`` match DP's final pool) run last."""
-    return sorted(methods, key=lambda m: m in SIZED_BY_DP)
+def order_methods(methods, cfg: Config) -> list[str]:
+    """``methods`` in the given order, except that a method runs after the one it is ``sized_by`` (and a method
+    sized by one that is itself sized, after both): every sized method after the unsized ones."""
+    def depth(name: str) -> int:
+        n, seen = 0, {name}
+        while name in METHODS and (name := METHODS.build(name, cfg).sized_by) is not None and name not in seen:
+            n, seen = n + 1, seen | {name}
+        return n
+
+    return sorted(methods, key=depth)
 
 
 def run_method(name: str, cfg: Config, splits: RealSplits, generator, run_dir: Path, device, budget=None,
@@ -108,19 +119,19 @@ def _mmss(seconds: float) -> str:
 
 def time_left(cfg: Config, methods: list[str], done: dict[str, PracticeResult]) -> float | None:
     """Seconds the ``methods`` still to run should take at the rates the first finished method measured (training
-    and evaluation seconds per iteration, plain-generation seconds per sample); None before one finished. Methods
-    sized by DP generate DP's pool plainly, the others their initial pool."""
+    and evaluation seconds per iteration, plain-generation seconds per sample); None before one finished. Each
+    method's spec counts the samples it generates (:meth:`~deliberate.practice.methods.MethodSpec.cost`), given
+    the plain initial pool the first method made."""
     if not done:
         return None
     r = next(iter(done.values()))
     per_it = (r.seconds["training"] + r.seconds["evaluation"]) / max(1, r.iterations)
     plain = (cfg.practice.initial_samples if r.seconds.get("guided_generation") else r.samples) - r.reused
     per_sample = r.seconds["generation"] / max(1, plain)
-    size = done["dp"].samples if "dp" in done else cfg.practice.max_samples
     shared = cfg.practice.initial_samples  # the plain initial pool the first method made, copied by the others
-    return sum(cfg.practice.iterations * per_it + ((size if m in SIZED_BY_DP else cfg.practice.initial_samples)
-                                                   - (0 if m.startswith("prune") else shared)) * per_sample
-               for m in methods)
+    specs = [METHODS.build(m, cfg, budget=method_budget(m, cfg, done)) for m in methods]
+    return sum(cfg.practice.iterations * per_it + spec.cost(spec.initial, shared)["generated"] * per_sample
+               for spec in specs)
 
 
 def evaluate_held_out(learners: dict[str, Learner], splits: RealSplits) -> dict[str, float]:
@@ -186,9 +197,9 @@ def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | No
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
     pools: list[Pool] = []
-    methods = order_methods(cfg.run.methods)
+    methods = order_methods(cfg.run.methods, cfg)
     for k, name in enumerate(methods):
-        budget = results["dp"].samples if name in SIZED_BY_DP and "dp" in results else None
+        budget = method_budget(name, cfg, results)
         if main:
             print(f"[stage {k + 1}/{len(methods)}] {name}  (elapsed {_mmss(time.perf_counter() - t_start)}"
                   + (f", about {_mmss(eta)} left)" if (eta := time_left(cfg, methods[k:], results)) else ")"),

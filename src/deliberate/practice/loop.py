@@ -25,7 +25,6 @@ from ..generation.guidance import build_guide
 from ..generation.label_check import replace_off_label
 from ..learning.learner import Learner
 from .loader import TrainFeed
-from .methods import MethodSpec
 from .pool import Pool, ShardMeta
 from .trigger import PatienceTrigger
 
@@ -85,7 +84,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
     return stats
 
 
-def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, pool: Pool, log=None,
+def practice(spec: "MethodSpec", cfg, generator, learner: Learner, val: Split, pool: Pool, log=None,
              progress: bool = True, ckpt=None, donors: Sequence[Pool] = ()) -> PracticeResult:
     """Algorithm 1. With ``ckpt`` (a :class:`~deliberate.checkpoint.Checkpointer`), the latest saved state is restored
     first and the state is saved after the initial pool, when a round starts and ends, every
@@ -129,13 +128,10 @@ def practice(spec: MethodSpec, cfg, generator, learner: Learner, val: Split, poo
         seconds.update(state["seconds"])
         counters.update(state["counters"])
     elif len(pool) < spec.initial:
-        # Step 1: the initial pool, plain sampling (after a crash: continued from its last complete shard).
-        if hasattr(spec, "build_pool"):  # oversample-then-prune (prune.py) selects its pool from k·M candidates
-            for k, v in spec.build_pool(pool, cfg, generator, learner.device, progress)["seconds"].items():
-                seconds[k] = seconds.get(k, 0.0) + v
-        else:
-            st = grow(pool, spec.initial - len(pool), generator, cfg, 0, progress=progress, donors=donors)
-            seconds["generation"] += st["seconds"]
+        # Step 1: the initial pool, as the method builds it (plain sampling by default; after a crash: continued
+        # from its last complete shard).
+        for k, v in spec.build_pool(pool, cfg, generator, learner.device, progress, donors=donors)["seconds"].items():
+            seconds[k] = seconds.get(k, 0.0) + v
         save()
     if pending is not None:  # a round had started when the run was killed: complete it
         finish(pending)

@@ -18,7 +18,9 @@ candidate generation, scorer training, scoring.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -41,8 +43,17 @@ class PruneSpec(MethodSpec):
     keep: str = "entropy"  # "entropy" (highest first) | "random"
     scorer_samples: int = 0  # N: the scorer's training set, the first N plain samples
     scorer_iterations: int = 500
+    sized_by: ClassVar[str | None] = "dp"  # M = DP's final pool when DP ran earlier in the job
 
-    def build_pool(self, pool: Pool, cfg, generator, device="cpu", progress: bool = False) -> dict:
+    def cost(self, pool_size: int, shared: int = 0) -> dict:
+        """k·M candidates generated here (none copied from other methods) for M kept; the scorer's iterations where
+        one is trained (``keep="entropy"`` and k > 1)."""
+        scored = self.keep == "entropy" and self.oversample > 1
+        return {"generated": self.oversample * pool_size, "oversample": self.oversample,
+                "scorer_iterations": self.scorer_iterations if scored else 0}
+
+    def build_pool(self, pool: Pool, cfg, generator, device="cpu", progress: bool = False,
+                   donors: Sequence[Pool] = ()) -> dict:  # donors: not read, every candidate is sampled here
         """Fill ``pool`` with the M kept samples; returns ``{"seconds": {...}, "generated": kM, ...}``. A pool cut
         short by a crash is completed: the selection is deterministic, so its first samples must be the kept ones."""
         s = cfg.sampling
