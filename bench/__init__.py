@@ -2,6 +2,10 @@
 
 Each study module registers itself in :data:`bench.core.STUDIES`; importing the package imports them all.
 """
-from . import core  # noqa: F401
+from deliberate.cli import setup_process
+
+setup_process()  # as `deliberate` does: before anything imports torch
+
+from . import core  # noqa: E402,F401
 from . import scaling  # noqa: F401  (registers "scaling")
 from . import folders_check  # noqa: F401  (registers "folders-check")

@@ -1,9 +1,9 @@
 """Shared fixtures: real Fashion-MNIST splits (small) and tiny, briefly trained models."""
 from __future__ import annotations
 
-import os
+from deliberate.cli import setup_process
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see deliberate/__init__.py; must precede `import torch`
+setup_process()  # as the command line does (OMP_WAIT_POLICY, glibc's large buffers); must precede `import torch`
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

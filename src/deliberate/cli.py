@@ -8,10 +8,35 @@ Overrides are ``section.key=value`` words after the options, e.g.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
+import os
 import sys
 
 from .config import ConfigError, load_config
+
+
+def setup_process() -> None:
+    """Set the process up for training on CPUs; called before torch is imported (``deliberate``, ``python -m
+    bench``). Only defaults: what the user set in the environment stands.
+
+    * ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while waiting make CPU training collapse when cores are
+      shared (docs/measurements.md). It must be set before torch is imported.
+    * glibc keeps freed buffers up to 128 MB in the heap (``mallopt``), instead of returning every buffer above its
+      mmap threshold (dynamic, at most 32 MB) to the kernel and page-faulting the next one in page by page, as
+      sampling's activations at every UNet call would be (docs/measurements.md). Only where the process uses glibc
+      and neither MALLOC_MMAP_THRESHOLD_ nor MALLOC_TRIM_THRESHOLD_ (glibc's own variables, which then decide) is
+      set."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not sys.platform.startswith("linux") or {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    mallopt(m_mmap_threshold, 128 << 20)  # buffers up to 128 MB come from the heap ...
+    mallopt(m_trim_threshold, 512 << 20)  # ... and up to 512 MB of freed heap is kept for the next ones
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -20,6 +45,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    setup_process()  # before anything imports torch
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="deliberate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
