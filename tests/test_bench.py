@@ -166,7 +166,7 @@ def test_select_keeps_the_highest_scores():
 
 
 def test_prune_keeps_the_highest_entropy_candidates(tmp_path):
-    cfg = prune_cfg()
+    cfg = prune_cfg("practice.prune_keep=global")  # the global rule (the default keeps per class: test_prune.py)
     spec = METHODS.build("prune", cfg, budget=30)
     assert isinstance(spec, PruneSpec) and (spec.initial, spec.oversample, spec.keep) == (30, 3, "entropy")
     gen = FakeGenerator()

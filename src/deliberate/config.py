@@ -179,6 +179,10 @@ class PracticeConfig:
     min_delta: float = 0.0  # an evaluation counts as an improvement when it beats the best by more than this
     oversample: int = 4  # prune: generate oversample × kept plain samples, keep the highest-entropy ones
     prune_scorer_iterations: int = 500  # prune: iterations of the scorer trained on the first N plain samples
+    # prune / prune_random: which M of the k·M candidates are kept: per_class = each class its share of M (as in
+    # the first M plain samples), the hardest (or, for prune_random, random ones) within it; global = the M hardest
+    # (random) whatever their class
+    prune_keep: Literal["per_class", "global"] = "per_class"
 
 
 @dataclass
