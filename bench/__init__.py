@@ -9,3 +9,4 @@ setup_process()  # as `deliberate` does: before anything imports torch
 from . import core  # noqa: E402,F401
 from . import scaling  # noqa: F401  (registers "scaling")
 from . import folders_check  # noqa: F401  (registers "folders-check")
+from . import prune_memory  # noqa: F401  (registers "prune-memory")

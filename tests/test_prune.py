@@ -21,7 +21,7 @@ VALUES = [10, 20, 100,  # index 0, 1, 2
           5, 70, 100,
           90, 80, 130,
           30, 3, 140]
-# per class: class 0 → 6, 9 (5, 5); class 1 → 16, 4 (3, 8); class 2 → three tie at 100 (2, 8, 11): lower seeds 2, 8
+# per class: class 0 → 6, 9 (5, 5); class 1 → 16, 4 (3, 8); class 2 → three tie at 100 (2, 8, 11): seeds 2, 8
 PER_CLASS = [2, 4, 6, 8, 9, 16]
 # globally: 3 (16), 5 (6), 5 (9), 8 (4), 10 (0), then 20 ties between seeds 1 and 3: seed 1. Class 2 gets nothing.
 GLOBAL = [0, 1, 4, 6, 9, 16]

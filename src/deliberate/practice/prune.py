@@ -120,7 +120,8 @@ class PruneSpec(MethodSpec):
             raise ValueError(f"prune: the {have} samples already in {pool.root} are not this selection's first ones")
         for lo in range(have, m, s.shard_size):
             sl = slice(lo, lo + s.shard_size)
-            pool.append(kept["images"][sl], kept["labels"][sl], kept["seeds"][sl].tolist(), kept["scores"][sl],
+            pool.append(keeper.store[kept["slot"][sl]], kept["labels"][sl], kept["seeds"][sl].tolist(),
+                        kept["scores"][sl],
                         ShardMeta.made_by(0, 0.0, s, generator),
                         extra={"candidates": n_cand, "keep": self.keep, "keep_rule": rule,
                                "candidate_index": kept["index"][sl].tolist()})
@@ -226,13 +227,12 @@ class Keeper:
         self.meta = kept
 
     def result(self) -> dict:
-        """The kept candidates in candidate order (ascending index): keys, seeds, labels, index, scores, images."""
+        """The kept candidates in candidate order (ascending index): keys, seeds, labels, index, scores and slot
+        (their images are ``store[slot]``: read them a shard at a time, not copied whole)."""
         if len(self.meta["keys"]) < self.m:
             raise ValueError(f"prune: {len(self.meta['keys'])} candidates kept, {self.m} wanted (a class has too few)")
         order = torch.argsort(self.meta["index"])
-        out = {f: v[order] for f, v in self.meta.items()}
-        out["images"] = self.store[out.pop("slot")]
-        return out
+        return {f: v[order] for f, v in self.meta.items()}
 
 
 def select(scores: torch.Tensor, keep: int, rule: str, seed: int = 0, labels: torch.Tensor | None = None,
