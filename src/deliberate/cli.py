@@ -95,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "train-generator":
-            from .data.splits import load_splits
-            from .job import obtain_generator, resolve_device
+            from .job import load_real_splits, obtain_generator, resolve_device
 
-            splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.data.gen_train_size, cfg.data.split_seed)
+            splits = load_real_splits(cfg)  # the embedded data or a class-folder dataset (data.name)
             gen, info = obtain_generator(cfg, splits, resolve_device(cfg.run.device), cfg.run.progress)
             print(f"generator {info['generator_id']} ({info['source']}): {info['path']}")
             return 0
