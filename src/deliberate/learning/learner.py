@@ -1,5 +1,6 @@
 """The learner: a classifier trained on mini-batches of generated images (AdamW, warmup-stable-decay LR,
-label smoothing; timm's EMA and mixup/cutmix as options)."""
+label smoothing; timm's EMA and mixup/cutmix as options). Augmentation: pad-shift + flip (:func:`augment`), or
+for timm models at >= 64 px timm's own training transforms (:class:`TimmAugment`)."""
 from __future__ import annotations
 
 import contextlib
@@ -62,13 +63,91 @@ def _reflected(start: int, n: int) -> np.ndarray:
     return np.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
+# timm's RandAugment policy of its ViT/DeiT ImageNet recipe (2 ops per image, magnitude 9 ± 0.5)
+TIMM_AUTO_AUGMENT = "rand-m9-mstd0.5-inc1"
+
+
+class TimmAugment:
+    """Training augmentation of a timm learner at ≥ 64 px, built by timm's own factory
+    (``timm.data.create_transform``, training mode) from the model's pretrained data config
+    (``resolve_data_config``: interpolation, mean for RandAugment's fill) at the learner's input size:
+    random-resized-crop, horizontal flip (with ``hflip``) and RandAugment (:data:`TIMM_AUTO_AUGMENT`). Its PIL
+    stages run on uint8 images and return uint8 at the input size (the model's :class:`~.models.Preprocess` then
+    normalises). Randomness: one seed per sample (:meth:`draw`, from the learner's RNG); each sample is transformed
+    with Python's, NumPy's and torch's global generators seeded from it, and their states are restored after, so
+    a sample's augmentation depends on its seed only (not on the batch, the worker or the process)."""
+
+    def __init__(self, size: int, data_config: dict, hflip: bool = True, auto_augment: str = TIMM_AUTO_AUGMENT):
+        self.size, self.data_config, self.hflip, self.auto_augment = size, dict(data_config), hflip, auto_augment
+        self._pil = None
+
+    @classmethod
+    def for_model(cls, name: str, model: nn.Module, hflip: bool = True) -> "TimmAugment | None":
+        """The augmentation of learner ``name`` built as ``model`` (``Preprocess`` + backbone); None for our own
+        architectures and for timm models below 64 px (those keep the pad-shift + flip of :func:`augment`)."""
+        from ..registry import LEARNERS
+
+        size = model[0].size
+        if name in LEARNERS or size < 64:
+            return None
+        from timm.data import resolve_data_config
+
+        return cls(size, resolve_data_config(model=model[1]), hflip)
+
+    @property
+    def pil(self):
+        """The PIL stages of timm's training transform: (crop and flip) then RandAugment, without ToTensor and
+        normalisation."""
+        if self._pil is None:
+            from timm.data import create_transform
+            from torchvision import transforms
+
+            dc = self.data_config
+            primary, secondary, _ = create_transform(
+                (3, self.size, self.size), is_training=True, separate=True, hflip=0.5 if self.hflip else 0.0,
+                auto_augment=self.auto_augment, interpolation=dc.get("interpolation", "bilinear"),
+                mean=dc.get("mean", (0.485, 0.456, 0.406)), std=dc.get("std", (0.229, 0.224, 0.225)))
+            self._pil = transforms.Compose([primary, secondary])
+        return self._pil
+
+    @staticmethod
+    def draw(n: int, g: torch.Generator) -> torch.Tensor:
+        """Per-sample seeds for ``n`` samples, drawn from ``g``."""
+        return torch.randint(0, 2 ** 31 - 1, (n,), generator=g)
+
+    def __call__(self, images: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) → uint8 (B, C, size, size); C = 1 is transformed as grey RGB and returned as one."""
+        import random
+
+        from PIL import Image
+
+        out = torch.empty((len(images), images.shape[1], self.size, self.size), dtype=torch.uint8)
+        py, npr = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                for i, (x, s) in enumerate(zip(images.cpu(), seeds.tolist())):
+                    random.seed(s)
+                    np.random.seed(s)
+                    torch.random.default_generator.manual_seed(s)
+                    a = x.permute(1, 2, 0).numpy()
+                    img = Image.fromarray(a[..., 0], "L").convert("RGB") if a.shape[-1] == 1 else Image.fromarray(a)
+                    y = torch.from_numpy(np.array(self.pil(img), dtype=np.uint8)).permute(2, 0, 1)
+                    out[i] = y[:1] if images.shape[1] == 1 else y
+        finally:
+            random.setstate(py)
+            np.random.set_state(npr)
+        return out
+
+
 class Prepare:
     """What a training step does to its uint8 batch before the model, in the loader's worker processes: the
     augmentation of :meth:`Learner.step`, micro-batch by micro-batch, with the parameters drawn for the global
     batch (picklable: it holds only numbers)."""
 
-    def __init__(self, chunks: int, world: int, rank: int, batch_size: int, hflip: bool = True):
+    def __init__(self, chunks: int, world: int, rank: int, batch_size: int, hflip: bool = True,
+                 transform: TimmAugment | None = None):
         self.chunks, self.world, self.rank, self.batch_size, self.hflip = chunks, world, rank, batch_size, hflip
+        self.transform = transform  # a timm learner's augmentation (params: per-sample seeds), else pad-shift + flip
 
     def micro_batches(self, n_local: int) -> tuple[int, int]:
         """(micro-batches on this process, their size) for a local batch of ``n_local`` samples."""
@@ -79,6 +158,9 @@ class Prepare:
     def __call__(self, images: torch.Tensor, params) -> torch.Tensor:
         n, m = self.micro_batches(len(images))
         w, r = self.world, self.rank
+        if self.transform is not None:
+            return torch.cat([self.transform(images[k * m:(k + 1) * m], params[0][r + k * w::n * w])
+                              for k in range(n)]) if len(images) else images
         return torch.cat([augment(images[k * m:(k + 1) * m], None, params=tuple(p[r + k * w::n * w] for p in params),
                                   hflip=self.hflip)
                           for k in range(n)]) if len(images) else images
@@ -94,6 +176,8 @@ class Learner:
         self.model = build_model(cfg.model, num_classes, in_chans, cfg.img_size, cfg.pretrained_path).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # timm learners at >= 64 px train on timm's transforms; the rest (cnn_small at 28 px) on pad-shift + flip
+        self.transform = TimmAugment.for_model(cfg.model, self.model, cfg.hflip) if cfg.augment else None
         # Several processes (distributed.py): DDP for training; the global batch is cut into `chunks` micro-batches.
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.chunks = global_chunks(cfg.batch_size, cfg.micro_batch_size, self.world)
@@ -121,13 +205,19 @@ class Learner:
             return idx
         return torch.cat([idx[c::self.chunks] for c in range(self.rank, self.chunks, self.world)])
 
-    def draw_augment(self, n_local: int):
-        """The augmentation parameters of a step on ``n_local`` samples (drawn for the global batch from the
-        learner's RNG, as :meth:`step` draws them); None without augmentation."""
-        return augment_params(n_local * self.world, self.rng) if self.cfg.augment else None
+    def draw_augment(self, n_local: int, g: torch.Generator | None = None):
+        """The augmentation parameters of a step on ``n_local`` samples, drawn for the global batch from ``g``
+        (default: the learner's RNG, as :meth:`step` draws them): (dx, dy, flip), or (per-sample seeds,) for a
+        timm learner's :class:`TimmAugment`; None without augmentation."""
+        if not self.cfg.augment:
+            return None
+        g = self.rng if g is None else g
+        if self.transform is not None:
+            return (self.transform.draw(n_local * self.world, g),)
+        return augment_params(n_local * self.world, g)
 
     def preparer(self) -> Prepare:
-        return Prepare(self.chunks, self.world, self.rank, self.cfg.batch_size, self.cfg.hflip)
+        return Prepare(self.chunks, self.world, self.rank, self.cfg.batch_size, self.cfg.hflip, self.transform)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, prepared: bool = False) -> float:
         """One optimisation step on a uint8 batch (this process's share, :meth:`local_indices`, of the global
@@ -147,9 +237,12 @@ class Learner:
         total = 0.0
         for k in range(n):
             c = r + k * w  # global chunk id: positions c::(n·w) of the global batch
-            x = to_float(images[k * m:(k + 1) * m].to(self.device, non_blocking=True))
+            xb = images[k * m:(k + 1) * m]
+            if params is not None and self.transform is not None:  # timm's transforms, on the uint8 CPU batch
+                xb = self.transform(xb, params[0][c::n * w])
+            x = to_float(xb.to(self.device, non_blocking=True))
             y = labels[k * m:(k + 1) * m].to(self.device, non_blocking=True)
-            if params is not None:
+            if params is not None and self.transform is None:
                 x = augment(x, self.rng, params=tuple(p[c::n * w] for p in params), hflip=self.cfg.hflip)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)

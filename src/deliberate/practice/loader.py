@@ -30,18 +30,16 @@ class BatchPlan(Sampler):
     def __init__(self, pool_len: int, batch_size: int, batch_state: torch.Tensor, aug_state: torch.Tensor, learner):
         self.pool_len, self.batch_size = pool_len, batch_size
         self.batch_state, self.aug_state = batch_state, aug_state
-        self.local_indices, self.world, self.augment = learner.local_indices, learner.world, learner.cfg.augment
+        self.local_indices, self.draw_augment = learner.local_indices, learner.draw_augment
 
     def __iter__(self):
-        from ..learning.learner import augment_params
-
         gb, ga = torch.Generator(), torch.Generator()
         gb.set_state(self.batch_state)
         ga.set_state(self.aug_state)
         while True:
             idx = torch.randint(0, self.pool_len, (self.batch_size,), generator=gb)
             local = self.local_indices(idx)
-            params = augment_params(len(local) * self.world, ga) if self.augment else None
+            params = self.draw_augment(len(local), ga)
             yield local, params, gb.get_state(), ga.get_state()
 
 
