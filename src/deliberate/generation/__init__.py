@@ -1,7 +1,7 @@
 """Generation: class-conditional diffusion generators and entropy-guided DDIM sampling (paper Section 2).
 
-Importing the package registers the built-in generators and guidance criteria; the Stable Diffusion backend
-(``stable_diffusion``) only where ``transformers`` is installed."""
+Importing the package registers the built-in generators and guidance criteria; their backends (diffusers, and
+transformers for ``stable_diffusion``) load when a model is built or loaded, not at registration."""
 from .base import Generator, GeneratorError, SampleOutput, ShardedGenerator, per_sample_noise  # noqa: F401
 from .guidance import Guide, entropy  # noqa: F401
 from . import pixel  # noqa: F401  (registers pixel_unet)

@@ -14,10 +14,10 @@ nothing. ``tests/test_sampler.py`` checks it against an exact denoiser.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from .guidance import Guide
 
@@ -25,7 +25,18 @@ from .guidance import Guide
 # 2: ε re-derived from the clipped x̂0; index-aligned model calls (generation/base.py).
 SAMPLER_VERSION = 2
 
-SOLVERS = {"dpmpp_2m": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+SOLVER_NAMES = ("dpmpp_2m", "unipc")
+
+
+def __getattr__(name: str):
+    """``SOLVERS`` (solver name → diffusers scheduler class), built at its first use: diffusers loads when sampling
+    starts, not when the module is imported."""
+    if name != "SOLVERS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    globals()["SOLVERS"] = solvers = {"dpmpp_2m": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+    return solvers
 
 
 def make_solver(scheduler: DDIMScheduler, solver: str):
@@ -35,8 +46,9 @@ def make_solver(scheduler: DDIMScheduler, solver: str):
     ``sample_max_value=1`` is exactly a clip). DPM-Solver++ 2M: Lu et al. 2022; UniPC: Zhao et al. 2023."""
     if solver == "ddim":
         return scheduler
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver '{solver}' (known: ddim, {', '.join(SOLVERS)})")
+    if solver not in SOLVER_NAMES:
+        raise ValueError(f"unknown solver '{solver}' (known: ddim, {', '.join(SOLVER_NAMES)})")
+    solvers = sys.modules[__name__].SOLVERS
     c = scheduler.config
     clip = bool(c.get("clip_sample", False))
     kw = dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
@@ -44,7 +56,7 @@ def make_solver(scheduler: DDIMScheduler, solver: str):
               solver_order=2, thresholding=clip, sample_max_value=float(c.get("clip_sample_range", 1.0)))
     if solver == "dpmpp_2m":
         kw["algorithm_type"] = "dpmsolver++"
-    return SOLVERS[solver](**kw)
+    return solvers[solver](**kw)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

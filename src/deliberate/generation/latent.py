@@ -38,8 +38,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..registry import GENERATORS
 from .base import GeneratorError, SampleOutput, check_request, per_sample_noise, sample_in_chunks, to_uint8
@@ -105,6 +103,8 @@ class LatentDiffusion:
                  device: str | torch.device = "cpu", dtype: str = "float32", vae_slicing: bool = True,
                  vae_tiling: bool = False, gradient_checkpointing: bool = False, guided_batch_size: int = 0,
                  generator_id: str = "stable_diffusion"):
+        from diffusers import DDIMScheduler
+
         self.device = torch.device(device)
         self.unet = unet.to(self.device).eval().requires_grad_(False)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
@@ -145,6 +145,11 @@ class LatentDiffusion:
     def load(cls, path: str | Path, class_names: Sequence[str], cfg=None, out_size: int = 0,
              device: str | torch.device = "cpu") -> "LatentDiffusion":
         """Components from a local diffusers directory; ``cfg`` is a :class:`~deliberate.config.GeneratorConfig`."""
+        try:  # the backend loads when a pipeline is built (registering needs none of it)
+            from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+        except ImportError as e:
+            raise GeneratorError(f"generator.name=stable_diffusion needs diffusers and transformers: {e}") from e
         path = check_pipeline_dir(path)
         variant = (getattr(cfg, "variant", "") or None) if cfg is not None else None
         kw = {"local_files_only": True}

@@ -25,8 +25,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel, compute_snr
 from tqdm.auto import tqdm
 
 from .. import distributed
@@ -53,6 +51,8 @@ def check_shape(cfg, image_shape: tuple[int, int, int]) -> None:
 
 
 def build_unet(cfg, num_classes: int, image_shape: tuple[int, int, int]) -> UNet2DModel:
+    from diffusers import UNet2DModel  # the backend loads when a model is built (registering needs none of it)
+
     check_shape(cfg, image_shape)
     levels = len(cfg.block_out_channels)
     return UNet2DModel(
@@ -109,6 +109,8 @@ class PixelDiffusion:
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
     def create(cls, cfg, num_classes: int, image_shape=(1, 28, 28), device="cpu") -> "PixelDiffusion":
+        from diffusers import DDIMScheduler
+
         torch.manual_seed(cfg.seed)
         unet = build_unet(cfg, num_classes, image_shape)
         sched = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
@@ -133,6 +135,8 @@ class PixelDiffusion:
 
     @classmethod
     def load(cls, path: str | Path, cfg=None, device="cpu") -> "PixelDiffusion":
+        from diffusers import DDIMScheduler, UNet2DModel
+
         path = Path(path)
         for need in (META_FILE, "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler"):
             if not (path / need).exists():
@@ -247,6 +251,9 @@ def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cf
     """The training steps of :meth:`PixelDiffusion.fit`; ``unet`` ends holding the EMA weights. In a process group
     of ``world`` processes every process draws the same global batch and computes rows ``rank::world`` of it; the
     summed loss and gradients are those of the whole batch, so every process takes the same step."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     unet.train().requires_grad_(True)

@@ -9,10 +9,6 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import param_groups_weight_decay
-from timm.utils import ModelEmaV3
 
 from .. import distributed
 from ..config import ConfigError
@@ -168,6 +164,11 @@ class Prepare:
 
 class Learner:
     def __init__(self, cfg, num_classes: int, in_chans: int, total_iterations: int, device="cpu", seed: int = 0):
+        from timm.data import Mixup  # timm (and the torchvision it imports) loads when a learner is built
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+        from timm.optim import param_groups_weight_decay
+        from timm.utils import ModelEmaV3
+
         self.cfg = cfg
         self.device = torch.device(device)
         self.num_classes = num_classes
