@@ -117,22 +117,21 @@ class TimmAugment:
 
         from PIL import Image
 
-        out = torch.empty((len(images), images.shape[1], self.size, self.size), dtype=torch.uint8)
+        c = images.shape[1]
+        out = np.empty((len(images), c, self.size, self.size), dtype=np.uint8)
         py, npr = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
-                for i, (x, s) in enumerate(zip(images.cpu(), seeds.tolist())):
+                for i, (x, s) in enumerate(zip(images.cpu().numpy(), seeds.tolist())):
                     random.seed(s)
                     np.random.seed(s)
                     torch.random.default_generator.manual_seed(s)
-                    a = x.permute(1, 2, 0).numpy()
-                    img = Image.fromarray(a[..., 0], "L").convert("RGB") if a.shape[-1] == 1 else Image.fromarray(a)
-                    y = torch.from_numpy(np.array(self.pil(img), dtype=np.uint8)).permute(2, 0, 1)
-                    out[i] = y[:1] if images.shape[1] == 1 else y
+                    img = Image.fromarray(x[0], "L").convert("RGB") if c == 1 else Image.fromarray(x.transpose(1, 2, 0))
+                    out[i] = np.asarray(self.pil(img)).transpose(2, 0, 1)[:c]  # (numpy: a strided torch copy is slow)
         finally:
             random.setstate(py)
             np.random.set_state(npr)
-        return out
+        return torch.from_numpy(out)
 
 
 class Prepare:
