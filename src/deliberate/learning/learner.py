@@ -137,7 +137,7 @@ class TimmAugment:
 class Prepare:
     """What a training step does to its uint8 batch before the model, in the loader's worker processes: the
     augmentation of :meth:`Learner.step`, micro-batch by micro-batch, with the parameters drawn for the global
-    batch (picklable: it holds only numbers)."""
+    batch (picklable: numbers, and a timm learner's :class:`TimmAugment`, which builds its transform when used)."""
 
     def __init__(self, chunks: int, world: int, rank: int, batch_size: int, hflip: bool = True,
                  transform: TimmAugment | None = None):
