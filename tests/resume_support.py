@@ -61,7 +61,8 @@ for _reg, _name, _fn in ((LEARNERS, "tiny_cnn", tiny_cnn), (LEARNERS, "tiny_cnn_
 def tiny_config(base: Path, **extra) -> dict:
     """The tiny job: ~4 s on one core; DP makes 4 additions (12 shards of 10), static gets 120 samples up front.
     EMA, mixup (NumPy's global RNG), dropout (torch's) and periodic checkpoints are on so that resume must get
-    every piece of state right."""
+    every piece of state right. ``run.device=cpu``: on a GPU machine too, these tests check the CPU path they
+    were written for (the recorded sampling environment is ``cpu:<capability>``)."""
     cfg = {
         "data": {"root": DATA_ROOT, "val_size": 200, "gen_train_size": 500},
         "generator": {"cache_dir": str(base / "gen-cache"), "block_out_channels": [8, 16], "train_steps": 5,
@@ -73,7 +74,7 @@ def tiny_config(base: Path, **extra) -> dict:
         "practice": {"iterations": 60, "eval_every": 5, "initial_samples": 40, "add_samples": 20, "patience": 1,
                      "patience_growth": 0, "max_samples": 120},
         "run": {"methods": ["dp", "static"], "out_dir": str(base / "runs"), "progress": False, "threads": 1,
-                "checkpoint_every": 7, "deterministic": True},
+                "checkpoint_every": 7, "deterministic": True, "device": "cpu"},  # CPU on any machine: no silent CUDA
     }
     for key, value in extra.items():
         sec, k = key.split("__")
