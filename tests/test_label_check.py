@@ -53,7 +53,11 @@ def test_off_label_samples_are_replaced_by_their_plain_sample(splits, tmp_path, 
     assert set(swapped) <= set(replaced), replaced
     assert len(replaced) <= 6, replaced  # on-label samples stay (an exact model recognises its own samples)
     assert torch.equal(out.images, plain.images)  # replaced ones are the plain sample of their (label, seed)
-    assert torch.all(out.score[replaced] > 0)  # and carry their score under the criterion
+    # and carry the criterion's score of that plain sample (as stored), not the guided one's (0 here)
+    with torch.no_grad():
+        want = guide.criterion(plain.images[replaced].float().div(127.5).sub(1), labels[replaced])
+    torch.testing.assert_close(out.score[replaced], want, rtol=1e-5, atol=1e-5)
+    assert (out.score[[i for i in range(20) if i not in replaced]] == 0).all()  # the others keep theirs
 
 
 def test_checked_rounds_record_replacements_and_repair_bit_identically(tiny_generator, tmp_path):
