@@ -147,6 +147,7 @@ class LearnerConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.1
+    warmup_iterations: int = 0  # > 0: warm up for this many iterations whatever the run's length (replaces warmup_frac)
     decay_frac: float = 0.2
     label_smoothing: float = 0.1
     ema: bool = False
@@ -194,6 +195,9 @@ class RunConfig:
     device: str = "auto"
     threads: int = 0  # torch intra-op threads (0 = leave torch's default)
     checkpoint_every: int = 0  # save the full training state every K iterations (0 = only at rounds)
+    # also keep a copy of the training state after these iterations (methods/<m>/kept/it<I>.pt), taken before that
+    # iteration's evaluation: the start of a decay branched from a stable-phase run (deliberate/branch.py)
+    keep_checkpoints: tuple = ()
     deterministic: bool = False  # deterministic kernels (torch.use_deterministic_algorithms; slower on GPU)
     progress: bool = True
 
@@ -405,6 +409,9 @@ def validate(cfg: Config) -> None:
     need(len(set(r.methods)) == len(r.methods), f"run.methods has duplicates: {list(r.methods)}")
     need(r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"), f"run.device: unknown device '{r.device}'")
     need(r.threads >= 0 and r.checkpoint_every >= 0, "run.threads and run.checkpoint_every must be >= 0")
+    need(all(isinstance(i, int) and 0 < i <= pr.iterations for i in r.keep_checkpoints),
+         f"run.keep_checkpoints must be iterations in [1, practice.iterations={pr.iterations}], got {r.keep_checkpoints}")
+    need(lr.warmup_iterations >= 0, f"learner.warmup_iterations must be >= 0, got {lr.warmup_iterations}")
 
 
 def _is_timm_model(name: str) -> bool:

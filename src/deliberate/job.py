@@ -140,11 +140,14 @@ def evaluate_held_out(learners: dict[str, Learner], splits: RealSplits) -> dict[
     return {name: learner.accuracy(test.images, test.labels) for name, learner in learners.items()}
 
 
-def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = None, resume: bool = False) -> Path:
+def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = None, resume: bool = False,
+            held_out: bool = True, donors: tuple = ()) -> Path:
     """Run the job in a new run directory, or with ``resume`` continue the one in ``run_dir`` (its generator from
     the recorded path, finished methods not rerun, the others from their checkpoints). The run directory is
     locked against a second process. Under ``torchrun``/``accelerate launch`` every process runs this; rank 0 alone
-    writes (distributed.py)."""
+    writes (distributed.py). ``held_out=False``: the test split is not read (a run that only feeds others, such as
+    the stable-phase trunk of branched decays: branch.py); ``donors``: pool directories of other runs whose plain
+    shards are copied where they are what this run would sample (:func:`~deliberate.practice.loop.grow`)."""
     distributed.setup(cfg.run.device)
     if resume:
         saved = Path(run_dir or "") / "config.yaml"
@@ -158,12 +161,13 @@ def run_job(cfg: Config, run_dir: Path | None = None, progress: bool | None = No
     run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
     with main_lock(run_dir):
-        out = _run_job(cfg, splits, run_dir, progress, resume)
+        out = _run_job(cfg, splits, run_dir, progress, resume, held_out, donors)
     distributed.shutdown()  # waits for rank 0's summary, then leaves the process group
     return out
 
 
-def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | None, resume: bool) -> Path:
+def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | None, resume: bool, held_out: bool = True,
+             donors: tuple = ()) -> Path:
     progress = (cfg.run.progress if progress is None else progress) and distributed.is_main()
     main = distributed.is_main()
     set_deterministic(cfg.run.deterministic)
@@ -196,7 +200,7 @@ def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | No
 
     results: dict[str, PracticeResult] = {}
     learners: dict[str, Learner] = {}
-    pools: list[Pool] = []
+    pools: list[Pool] = [open_pool(d) for d in donors]
     methods = order_methods(cfg.run.methods, cfg)
     for k, name in enumerate(methods):
         budget = method_budget(name, cfg, results)
@@ -215,9 +219,9 @@ def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | No
                   + f", {r.rounds} additions"
                   + (" (triggers blocked: " + ", ".join(f"{k} ×{v}" for k, v in why.items()) + ")" if why else ""))
 
-    test_acc = evaluate_held_out(learners, splits)
+    test_acc = evaluate_held_out(learners, splits) if held_out else dict.fromkeys(learners)
     ood = {}
-    if cfg.data.ood_dirs:  # after the held-out read; never seen by the loop
+    if cfg.data.ood_dirs and held_out:  # after the held-out read; never seen by the loop
         from .data.folders import evaluate_ood
 
         ood = evaluate_ood(learners, cfg.data, list(splits.meta["classes"]), distributed.rank(),
@@ -238,6 +242,7 @@ def _run_job(cfg: Config, splits: RealSplits, run_dir: Path, progress: bool | No
         return run_dir
     write_json(run_dir / "summary.json", summary)
     for n, m in summary["methods"].items():
-        print(f"{n:>18}: held-out test {m['test_acc']:.4f}  val {m['val_acc']:.4f}  samples {m['samples']}  "
+        test = "not read" if m["test_acc"] is None else f"{m['test_acc']:.4f}"
+        print(f"{n:>18}: held-out test {test}  val {m['val_acc']:.4f}  samples {m['samples']}  "
               f"iterations {m['iterations']}")
     return run_dir

@@ -5,6 +5,7 @@ transformers for ``stable_diffusion``) load when a model is built or loaded, not
 from .base import Generator, GeneratorError, SampleOutput, ShardedGenerator, per_sample_noise  # noqa: F401
 from .guidance import Guide, entropy  # noqa: F401
 from . import pixel  # noqa: F401  (registers pixel_unet)
+from . import real  # noqa: F401  (registers real_images)
 
 try:
     from . import latent  # noqa: F401  (registers stable_diffusion)

@@ -96,10 +96,11 @@ def practice(spec: "MethodSpec", cfg, generator, learner: Learner, val: Split, p
     trigger = PatienceTrigger(p.patience, p.patience_growth, p.min_delta)
     batch_rng = torch.Generator().manual_seed(cfg.run.seed + 17)
 
-    def save(pending_step: dict | None = None) -> None:
+    def save(pending_step: dict | None = None, keep: int | None = None) -> None:
         if ckpt is not None:
             ckpt.save(learner, trigger, batch_rng, pool, rounds=rounds, seconds=seconds, val_acc=val_acc,
-                      counters=counters, pending=pending_step and {**pending_step, "round": rounds})
+                      counters=counters, pending=pending_step and {**pending_step, "round": rounds},
+                      path=ckpt.kept_path(keep) if keep else None)
 
     def finish(step: dict) -> None:
         """Steps 4-5, second half: fill the round the step started (if any) up to its target, log, checkpoint."""
@@ -147,6 +148,8 @@ def practice(spec: "MethodSpec", cfg, generator, learner: Learner, val: Split, p
         seconds["training"] += time.perf_counter() - t0
         faults.point("iteration")
         done = it + 1
+        if ckpt is not None and done in ckpt.keep:  # a decay may branch from here (run.keep_checkpoints)
+            save(keep=done)
         if done % p.eval_every and done != p.iterations:
             if ckpt is not None and ckpt.every and done % ckpt.every == 0:
                 save()
