@@ -1,7 +1,7 @@
 """What data-parallel CPU training buys the generator: seconds per training step with 1 process using every thread
 against ``generator.train_processes`` = 2, 3, … processes sharing them, measured alternately in one run.
 
-    python bench/train_processes.py [--steps 120] [--reps 3] [--processes 1,2] [--out bench/results/train_processes.json] [overrides]
+    python bench/archive/train_processes.py [--steps 120] [--reps 3] [--processes 1,2] [--out bench/results/train_processes.json] [overrides]
 
 Each measurement is a whole ``PixelDiffusion.fit`` of ``--steps`` steps of the default generator's recipe (the
 configuration's architecture, batch and precision, on the real generator split), from a fresh initialisation, so the
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--processes", default="1,2")
-    ap.add_argument("--out", default=str(HERE / "results" / "train_processes.json"))
+    ap.add_argument("--out", default=str(HERE.parent / "results" / "train_processes.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     if args.steps <= 2:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     whole = {n: statistics.median(v) for n, v in seconds.items()}
     first = settings[0]
     out = {
-        "command": " ".join(["python bench/train_processes.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python bench/archive/train_processes.py", *(argv if argv is not None else sys.argv[1:])]),
         "steps": args.steps, "reps": args.reps, "batch_size": cfg.generator.batch_size,
         "block_out_channels": list(cfg.generator.block_out_channels), "bf16": cfg.generator.bf16,
         "seconds_per_step": {str(n): round(v, 4) for n, v in per_step.items()},

@@ -1,6 +1,6 @@
 """What index-aligned sampling calls cost: seconds per plain image, measured back to back in one process.
 
-    python bench/sampling_chunks.py [--images 500] [--reps 3] [--out bench/results/sampling_chunks.json]
+    python bench/archive/sampling_chunks.py [--images 500] [--reps 3] [--out bench/results/sampling_chunks.json]
 
 * ``request batches``: the sampler before chunking: the request cut into consecutive batches of B (the bytes then
   depended on the request on AVX-512/AMX CPUs);
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--out", default=str(HERE / "results" / "sampling_chunks.json"))
+    ap.add_argument("--out", default=str(HERE.parent / "results" / "sampling_chunks.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ms = {k: round(statistics.median(v) * 1e3, 3) for k, v in times.items()}
     base = ms[f"request batches, B={B}"]
     same = torch.equal(request_batches(), gen.sample(labels, seeds, steps=steps, batch_size=B).images)
-    res = {"command": "python bench/sampling_chunks.py" + "".join(f" {o}" for o in args.overrides),
+    res = {"command": "python bench/archive/sampling_chunks.py" + "".join(f" {o}" for o in args.overrides),
            "ms_per_image": ms, "ratio_to_request_batches": {k: round(v / base, 3) for k, v in ms.items()},
            "aligned_equals_request_batches_bitwise": same, "images": n, "steps": steps, "reps": args.reps,
            "generator": info["generator_id"],
