@@ -249,6 +249,19 @@ def test_figures_quick_smoke(tmp_path, monkeypatch):
         rows = list(csv.DictReader(open(tmp_path / f"{name}.csv")))
         assert {r["kind"] for r in rows} == {"analytic", "sim"}
         sims = [r for r in rows if r["kind"] == "sim"]
-        assert all(0.0 <= float(r["error"]) <= 1.0 and int(r["trials"]) == 2 for r in sims)
+        assert sims and all(int(r["trials"]) == 2 for r in sims)
+        # every row is what the model gives at the row's own parameters: the analytic ones recomputed here, the
+        # figure's first simulated point rerun with its seed (job k of the plan gets seed k); catches a row written
+        # with another point's parameters, accuracy not 1 - error, and a seed that is not the documented one
+        for r in rows:
+            assert float(r["accuracy"]) == pytest.approx(1 - float(r["error"]), abs=2e-6)
+            if r["kind"] == "analytic":
+                want = predicted_error(int(r["d"]), float(r["n"]), float(r["p"]), float(r["rho"]), float(r["lam"]),
+                                       r["rule"])
+                assert float(r["error"]) == pytest.approx(want, rel=1e-4, abs=1e-6), r
+        k, (_, _, rule, d, n, p, lam) = next((k, j) for k, j in enumerate(figures.sim_jobs(pl)) if j[0] == name)
+        m, se = simulated_error(d, max(1, int(round(n))), p, 0.9, lam, rule, trials=2, seed=k)
+        assert (float(sims[0]["error"]), float(sims[0]["se"])) == (pytest.approx(m, rel=1e-5, abs=1e-7),
+                                                                   pytest.approx(se, rel=1e-5, abs=1e-7))
     assert (tmp_path / "errata.csv").exists()
     assert figures.main(["--out", str(tmp_path), "--trials", "1"]) == 2
