@@ -19,11 +19,40 @@ import torch
 INNER = "DELIBERATE_CAPABILITY_INNER"
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (x86 Linux), or None where /proc/cpuinfo does not list them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((x for x in text.splitlines() if x.startswith("flags")), None)
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+def _best_capability(flags: set[str]) -> str:
+    """What ATen picks on an x86 CPU with these flags when nothing is asked for (aten/src/ATen/native/DispatchStub)."""
+    if {"avx512vl", "avx512bw", "avx512dq", "fma"} <= flags:
+        return "AVX512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2"
+    return "DEFAULT"
+
+
 @pytest.mark.determinism
 def test_capability_is_the_one_asked_for():
+    """Inner run: the AVX2 that the matrix asked for. Main run: the CPU's own best capability, so that an
+    ATEN_CPU_CAPABILITY leaking into the suite (which would leave AVX-512 kernels untested) fails here."""
+    have = torch.backends.cpu.get_cpu_capability()
     want = os.environ.get("ATEN_CPU_CAPABILITY")
+    if os.environ.get(INNER):
+        assert want == "avx2"
     if want:
-        assert torch.backends.cpu.get_cpu_capability().lower() == want.lower()
+        assert have.lower() == want.lower()
+        return
+    flags = _cpu_flags()
+    if flags is None or not {"sse2"} <= flags:
+        pytest.skip("not an x86 CPU with /proc/cpuinfo: its best capability is not derived here")
+    assert have == _best_capability(flags), (have, sorted(flags & {"avx2", "fma", "avx512vl", "avx512bw", "avx512dq"}))
 
 
 @pytest.mark.skipif(bool(os.environ.get(INNER)), reason="inner run of the capability matrix")
