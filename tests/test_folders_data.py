@@ -111,6 +111,13 @@ def test_exported_fashion_mnist_gives_the_embedded_splits(tmp_path):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert np.array_equal(a.indices, b.indices)
     assert (len(f.gen_train), len(f.val), len(f.test)) == (200, 60, 100)
+    # the study's comparison (bench/folders_check.py) sees them equal, and sees one changed pixel
+    from bench.folders_check import all_equal, compare_splits
+
+    assert all_equal(compare_splits(e, f))
+    f.val.images[7, 0, 3, 3] ^= 1
+    diff = compare_splits(e, f)
+    assert not all_equal(diff) and diff["val"]["max_pixel_diff"] == 1 and diff["gen_train"]["images_equal"]
 
 
 # ------------------------------------------------------------------------------------------------ errors
