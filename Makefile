@@ -19,10 +19,10 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
 
 bench: setup
-	$(PY) bench/run.py $(ARGS)
+	$(PY) -m bench benchmark $(ARGS)
 
 bench-quick: setup
-	$(PY) bench/run.py --quick $(ARGS)
+	$(PY) -m bench benchmark --quick $(ARGS)
 
 theory: setup
 	$(VENV)/bin/deliberate theory $(ARGS)

@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from calibrate import modelled_seconds
-from curves import goal_status, ratio, summarize, x_to_reach, reach_dict
+from .calibrate import modelled_seconds
+from .curves import goal_status, ratio, summarize, x_to_reach, reach_dict
 
 GUIDANCE_KEYS = ("dp_minus_unguided_pp", "dp_minus_unguided_se", "added_fidelity", "plain_fidelity",
                  "dp_minus_unguided_detail")

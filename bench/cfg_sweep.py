@@ -1,8 +1,8 @@
 """The classifier-free guidance (λ) sweep alone: label fidelity and static accuracy per λ, with the choice.
 
-    python bench/cfg_sweep.py [--mode full|quick|tiny] [--out bench/results]
+    python -m bench cfg-sweep [--mode full|quick|tiny] [--out bench/results]
 
-The same stage as stage 0 of ``bench/run.py`` (the same runs: records are shared through ``--work``), then the
+The same stage as stage 0 of ``python -m bench benchmark`` (the same runs: records are shared through ``--work``), then the
 held-out test accuracy of its runs (read once, after the choice) → ``cfg_sweep.json``, ``cfg_sweep.md`` and
 ``plots/cfg_sweep.png`` in ``--out``.
 """
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from plan import MODES  # noqa: E402
+from .core import RESULTS, STUDIES, WORK
+from .plan import MODES
 
 
 def table(res: dict) -> str:
@@ -62,31 +59,33 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("cfg-sweep")
+def main(argv: list[str]) -> int:
+    """The classifier-free guidance (λ) sweep alone: label fidelity and static accuracy per λ, with the choice."""
+    ap = argparse.ArgumentParser(prog="python -m bench cfg-sweep", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=sorted(MODES), default="full")
     ap.add_argument("--out", default="", help="default: bench/results (full) or bench/results/<mode>")
-    ap.add_argument("--work", default="", help="run records (default: bench/work/<mode>, shared with run.py)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--work", default="", help="run records (default: bench/work/<mode>, shared with the benchmark)")
+    ap.add_argument("--device", default=None, help="sets run.device (default: the config's, auto)")
+    ap.add_argument("--threads", type=int, default=0, help="sets run.threads")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = ap.parse_args(argv)
     mode = MODES[args.mode]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work = Path(args.work) if args.work else HERE / "work" / args.mode
-    out = Path(args.out) if args.out else HERE / "results" if args.mode == "full" else HERE / "results" / args.mode
+    work = Path(args.work) if args.work else WORK / args.mode
+    out = Path(args.out) if args.out else RESULTS if args.mode == "full" else RESULTS / args.mode
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
-    from harness import Bench
-    from run import Plan
-    from sweeps import cfg_sweep
+    from .harness import Bench
+    from .run import Plan
+    from .sweeps import cfg_sweep
 
-    bench = Bench(mode, work, args.device, args.progress, log, args.overrides)
+    threads = [f"run.threads={args.threads}"] if args.threads else []
+    bench = Bench(mode, work, args.device, args.progress, log, args.overrides + threads)
     log(f"generator {bench.gen_info['generator_id']} ({bench.gen_info['source']})")
     plan = Plan(mode)
     choice = cfg_sweep(bench, plan, mode, log)
@@ -97,7 +96,7 @@ def main(argv=None) -> int:
                      "val_acc_per_seed": choice["val_acc_per_seed"][lam],
                      "test_acc": [evals["runs"][i]["test_acc"] for i in ids], "runs": ids}
     rec0 = bench.records[choice["runs"][str(mode.cfg_scales[0])][0]]
-    res = {"command": "python bench/cfg_sweep.py" + (f" --mode {args.mode}" if args.mode != "full" else "")
+    res = {"command": "python -m bench cfg-sweep" + (f" --mode {args.mode}" if args.mode != "full" else "")
            + ("".join(f" {o}" for o in args.overrides)), "mode": args.mode, "chosen": choice["chosen"],
            "rule": choice["rule"], "size": choice["size"], "seeds": choice["seeds"], "steps": rec0["steps"],
            "iterations": rec0["iterations"], "generator": bench.gen_info,
@@ -113,7 +112,3 @@ def main(argv=None) -> int:
     print(table(res))
     log(f"done → {out / 'cfg_sweep.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

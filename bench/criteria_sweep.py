@@ -1,6 +1,6 @@
 """Hardness criteria at matched strength: how far guidance raises the learner's entropy, and what it costs in labels.
 
-    python bench/criteria_sweep.py [--criteria entropy,entropy_onlabel,...] [--strengths 0.02,0.05,0.1] [overrides]
+    python -m bench criteria-sweep [--criteria entropy,entropy_onlabel,...] [--strengths 0.02,0.05,0.1] [overrides]
 
 A guiding learner (``cnn_small``, the default learner config) is trained on ``--train-samples`` plain samples of the
 default generator for ``--iterations`` (the state DP is in when it first adds). For every (criterion, ω) it guides
@@ -15,24 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from deliberate.config import load_config  # noqa: E402
-from deliberate.data.splits import load_splits  # noqa: E402
-from deliberate.evaluation import label_fidelity, obtain_reference  # noqa: E402
-from deliberate.generation.guidance import build_guide, entropy  # noqa: E402
-from deliberate.job import obtain_generator  # noqa: E402
-
-from generator_quality import static_runs  # noqa: E402
-from samplecache import CachedGenerator, SampleCache  # noqa: E402
+from .core import RESULTS, STUDIES, setup
 
 
 # named variants: (criterion, guidance overrides) — the x̂0-range question of the issue (clip, or skip the noisiest
@@ -54,28 +42,37 @@ def fidelity_at_gain(rows: list[dict], gain: float) -> float | None:
     return None
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("criteria-sweep")
+def main(argv: list[str]) -> int:
+    """Hardness criteria at matched strength: the entropy gain guidance buys and the label fidelity it costs."""
+    ap = argparse.ArgumentParser(prog="python -m bench criteria-sweep", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criteria", default="entropy,entropy_onlabel,entropy_projected,loss_capped")
     ap.add_argument("--strengths", default="0.02,0.05,0.1")
     ap.add_argument("--train-samples", type=int, default=1000)
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--guided", type=int, default=200)
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--gains", default="0.2,0.4", help="entropy gains at which criteria are compared")
     ap.add_argument("overrides", nargs="*", help="e.g. guidance.scale=paper guidance.grad=unet")
     args = ap.parse_intermixed_args(argv)
+    from deliberate.config import load_config
+    from deliberate.evaluation import label_fidelity
+    from deliberate.generation.guidance import build_guide, entropy
+
+    from .generator_quality import static_runs
+    from .samplecache import CachedGenerator, SampleCache
+
     t0 = time.perf_counter()
     cfg = load_config(None, ["guidance.scale=paper"] + list(args.overrides))
-    d, s = cfg.data, cfg.sampling
-    splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
-    gen, info = obtain_generator(cfg, splits, "cpu", True)
+    s = cfg.sampling
+    su = setup(cfg, reference=True, progress=True)
+    splits, gen, info, reference = su.splits, su.generator, su.gen_info, su.reference
     cached = CachedGenerator(gen, SampleCache(Path(cfg.generator.cache_dir).parent / "bench-samples"))
-    reference, _ = obtain_reference(cfg, splits, "cpu", 2000, Path(cfg.generator.cache_dir).parent / "reference")
     labels = torch.arange(args.train_samples) % splits.num_classes
     plain = cached.sample(labels, list(range(args.train_samples)), steps=s.steps, cfg_scale=s.cfg_scale,
                           batch_size=s.batch_size, solver=s.solver, progress=True)
-    (learner,) = static_runs(plain.images, labels, splits, cfg, [0], args.iterations, "cpu")
+    (learner,) = static_runs(plain.images, labels, splits, cfg, [0], args.iterations, su.device)
     n = args.guided
     glabels = torch.arange(n) % splits.num_classes
     seeds = list(range(10_000, 10_000 + n))
@@ -108,7 +105,7 @@ def main(argv=None) -> int:
             print(f"[{time.perf_counter() - t0:.0f}s] {crit} ω={w:g}: entropy +{r['entropy_gain']:.3f} fidelity "
                   f"{r['label_fidelity']:.3f} p(y) {r['p_label']:.3f} {r['seconds_per_image'] * 1000:.0f} ms/image",
                   flush=True)
-    res = {"command": "python bench/criteria_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": "python -m bench criteria-sweep " + " ".join(argv),
            "generator": info["generator_id"], "guidance": {k: v for k, v in vars(cfg.guidance).items()
                                                            if k not in ("criterion", "omega")},
            "sampling": vars(s), "guiding_learner": {"train_samples": args.train_samples,
@@ -158,6 +155,3 @@ def plot(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

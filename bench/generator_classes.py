@@ -1,6 +1,6 @@
 """Per class: where a generator's plain samples land, and what static learns from them — why one generator is worse.
 
-    python bench/generator_classes.py RUN_DIR [RUN_DIR ...] [--method static] [--first N]
+    python -m bench generator-classes RUN_DIR [RUN_DIR ...] [--method static] [--first N]
                                       [--out bench/results/generator_classes]
 
 For each run directory (a ``deliberate run``) the pool of ``--method`` (static: plain samples only; ``--first N``:
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from .core import RESULTS, STUDIES, setup
 
 
 def per_class(pred, labels, num_classes: int) -> dict:
@@ -79,18 +77,15 @@ def analyse(run_dirs: list[Path], method: str, first: int = 0) -> dict:
     from safetensors.torch import load_file
 
     from deliberate.config import load_config
-    from deliberate.data.splits import load_splits
-    from deliberate.evaluation import obtain_reference
     from deliberate.learning.learner import Learner
     from deliberate.practice.pool import Pool
 
     reference, splits, val, f_real, out = None, None, None, None, defaultdict(list)
     for rd in run_dirs:
         cfg = load_config(rd / "config.yaml")
-        if reference is None:
-            d = cfg.data
-            splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
-            reference, _ = obtain_reference(cfg, splits, "cpu", 2000, ROOT / "cache" / "reference")
+        if reference is None:  # the real-data reference classifier, on the first run's run.device
+            su = setup(cfg, generator=False, reference=True)
+            splits, reference = su.splits, su.reference
             val = splits.val  # validation only: the held-out test split is never read here
             f_real = features(reference, val.images)[1]  # the same for every run
         C = splits.num_classes
@@ -101,7 +96,8 @@ def analyse(run_dirs: list[Path], method: str, first: int = 0) -> dict:
         samples = per_class(logits.argmax(-1), labels, C)
         pr = [precision_recall(f_real[val.labels == c], f_fake[labels == c]) for c in range(C)]
         samples |= {"precision": [p for p, _ in pr], "recall": [r for _, r in pr]}
-        learner = Learner(cfg.learner, C, images.shape[1], cfg.practice.iterations, "cpu", seed=cfg.run.seed)
+        learner = Learner(cfg.learner, C, images.shape[1], cfg.practice.iterations, su.device,
+                          seed=cfg.run.seed)
         learner.eval_model.load_state_dict(load_file(rd / "methods" / method / "model.safetensors"))
         val_pred = learner.predict(val.images).argmax(-1)
         gen = json.loads((rd / "generator.json").read_text())["generator_id"]
@@ -164,23 +160,22 @@ def write(res: dict, out: Path, command: str) -> str:
     return text
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("generator-classes")
+def main(argv: list[str]) -> int:
+    """Per class: where a generator's plain samples land and what static learns from them (finished run dirs)."""
+    ap = argparse.ArgumentParser(prog="python -m bench generator-classes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dirs", nargs="+")
     ap.add_argument("--method", default="static")
     ap.add_argument("--first", type=int, default=0, help="classify only the pool's first N samples (0: all), so "
                     "pools of different sizes are compared on the same prefix of the plain sample stream")
-    ap.add_argument("--out", default=str(HERE / "results" / "generator_classes"))
+    ap.add_argument("--out", default=str(RESULTS / "generator_classes"))
     args = ap.parse_args(argv)
     dirs = [Path(p) for p in args.run_dirs]
     missing = [str(d) for d in dirs if not (d / "methods" / args.method / "model.safetensors").is_file()]
     if missing:
         raise SystemExit(f"no finished {args.method} run in: {', '.join(missing)}")
     res = analyse(dirs, args.method, args.first)
-    print(write(res, Path(args.out), "python bench/generator_classes.py " + " ".join(sys.argv[1:] if argv is None
-                                                                                    else argv)))
+    print(write(res, Path(args.out), "python -m bench generator-classes " + " ".join(argv)))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

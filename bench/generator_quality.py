@@ -1,7 +1,7 @@
 """Generator quality per CPU-minute, and sampling solvers at fewer steps (issue: a generator worth guiding).
 
-    python bench/generator_quality.py generators [--variants a,b] [--samples 1000]
-    python bench/generator_quality.py solvers --generator NAME [--solvers ddim:25,dpmpp_2m:10]
+    python -m bench generator-quality generators [--variants a,b] [--samples 1000]
+    python -m bench generator-quality solvers --generator NAME [--solvers ddim:25,dpmpp_2m:10]
 
 ``generators``: each variant (a set of ``generator.*`` overrides on the default config, see ``VARIANTS``) is
 trained (or read from the generator cache, with the training seconds it recorded) and judged by
@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from deliberate.config import load_config  # noqa: E402
-from deliberate.data.splits import load_splits  # noqa: E402
-from deliberate.evaluation import fid_kid, label_fidelity, obtain_reference  # noqa: E402
-from deliberate.generation.guidance import build_guide, entropy  # noqa: E402
-from deliberate.job import obtain_generator  # noqa: E402
-from deliberate.learning.learner import Learner  # noqa: E402
+from .core import RESULTS, STUDIES, setup
 
 # name → generator overrides. "issue10" is the default generator as of the sampler fix (kept for reference).
 VARIANTS = {
@@ -59,8 +50,10 @@ def log(msg: str, t0=time.perf_counter()) -> None:
     print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
 
-def static_runs(images, labels, splits, cfg, seeds, iterations, device) -> list[Learner]:
+def static_runs(images, labels, splits, cfg, seeds, iterations, device) -> list:
     """One learner per seed trained on (images, labels) alone, uniform mini-batches (static generation)."""
+    from deliberate.learning.learner import Learner
+
     out = []
     for sd in seeds:
         torch.manual_seed(sd)
@@ -73,8 +66,10 @@ def static_runs(images, labels, splits, cfg, seeds, iterations, device) -> list[
     return out
 
 
-def judge(gen, cfg, splits, reference, args, device, solver="ddim", steps=None) -> tuple[dict, list[Learner]]:
+def judge(gen, cfg, splits, reference, args, device, solver="ddim", steps=None) -> tuple[dict, list]:
     """Fidelity, FID/KID and static validation accuracy of ``args.samples`` plain samples (label i mod C, seed i)."""
+    from deliberate.evaluation import fid_kid, label_fidelity
+
     s = cfg.sampling
     steps = steps or s.steps
     n = args.samples
@@ -99,6 +94,8 @@ def judge(gen, cfg, splits, reference, args, device, solver="ddim", steps=None) 
 
 def guided_check(gen, cfg, learner, solver, steps, args) -> dict:
     """Mean entropy (under ``learner``) and its fidelity of ``args.guided`` samples at ω vs plain, one solver."""
+    from deliberate.generation.guidance import build_guide, entropy
+
     s = cfg.sampling
     n = args.guided
     labels = torch.arange(n) % gen.num_classes
@@ -116,8 +113,11 @@ def guided_check(gen, cfg, learner, solver, steps, args) -> dict:
     return res
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("generator-quality")
+def main(argv: list[str]) -> int:
+    """Generator variants (or sampling solvers) judged by label fidelity, FID/KID and static accuracy."""
+    ap = argparse.ArgumentParser(prog="python -m bench generator-quality", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["generators", "solvers"])
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--generator", default="issue10", help="solvers: the variant whose generator is used")
@@ -127,17 +127,17 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--guided", type=int, default=250)
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides for every variant (e.g. sampling.batch_size=250)")
     args = ap.parse_intermixed_args(argv)
     args.seeds = [int(v) for v in args.seeds.split(",")]
-    device = torch.device("cpu")
+    from deliberate.config import load_config
+    from deliberate.job import obtain_generator
+
     base = load_config(None, list(args.overrides))
-    d = base.data
-    splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
-    reference, ref_info = obtain_reference(base, splits, device, 2000, ROOT / "cache" / "reference",
-                                           progress=args.progress)
+    su = setup(base, generator=False, reference=True, progress=args.progress)
+    splits, device, reference, ref_info = su.splits, su.device, su.reference, su.ref_info
     log(f"reference classifier: val {ref_info['val_acc']:.4f} ({ref_info['source']})")
     rows, learners = {}, {}
     if args.what == "generators":
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     for name, lrs in learners.items():
         rows[name]["test_acc"] = [lr.accuracy(test.images, test.labels) for lr in lrs]
     grids = {k: r.pop("images") for k, r in rows.items()}
-    res = {"command": "python bench/generator_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": "python -m bench generator-quality " + " ".join(argv),
            "what": args.what, "samples": args.samples, "iterations": args.iterations, "seeds": args.seeds,
            "reference": {k: ref_info[k] for k in ("key", "val_acc")}, "rows": rows,
            "test_reads": list(splits.test.read_log),
@@ -246,6 +246,3 @@ def plot(res: dict, grids: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,17 +21,16 @@ from safetensors.torch import load_file, save_file
 
 from deliberate.checkpoint import config_changes
 from deliberate.config import load_config
-from deliberate.data.splits import load_splits
 from deliberate.evaluation import label_fidelity, obtain_reference, ood_sets, round_stats
 from deliberate.generation.ddim import SAMPLER_VERSION
-from deliberate.job import obtain_generator, resolve_device
 from deliberate.learning.learner import Learner
 from deliberate.practice.loop import practice
 from deliberate.practice.pool import Pool
 from deliberate.registry import METHODS
 from deliberate.rundir import JsonlLog, read_jsonl, write_json
 
-from samplecache import CachedGenerator, SampleCache
+from .core import setup
+from .samplecache import CachedGenerator, SampleCache
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,17 @@ class RunSpec:
 
 
 class Bench:
-    def __init__(self, mode, work: Path, device: str = "auto", progress: bool = False, log=print,
+    def __init__(self, mode, work: Path, device: str | None = None, progress: bool = False, log=print,
                  extra_overrides: list[str] | None = None):
+        """The device is the config's ``run.device``; ``device`` (a study's ``--device``), when given, sets it."""
         self.mode, self.work, self.progress, self.log = mode, Path(work), progress, log
-        self.base = list(mode.base) + list(mode.generator) + list(extra_overrides or [])
-        self.device = resolve_device(device)
+        self.base = list(mode.base) + list(mode.generator) + list(extra_overrides or []) + (
+            [f"run.device={device}"] if device else [])
         cfg = load_config(None, self.base)
         self.cfg0 = cfg
-        d = cfg.data
-        self.splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
         t0 = time.perf_counter()
-        gen, self.gen_info = obtain_generator(cfg, self.splits, self.device, progress)
+        s = setup(cfg, progress=progress)
+        self.splits, self.device, gen, self.gen_info = s.splits, s.device, s.generator, s.gen_info
         self.gen_info["obtain_seconds"] = round(time.perf_counter() - t0, 1)
         cache_root = Path(cfg.generator.cache_dir).parent
         self.cache = SampleCache(cache_root / "bench-samples")

@@ -1,7 +1,7 @@
 """Static generation's accuracy curve at the default job's scale, and the paper's equal-accuracy samples ratio there.
 
-    python bench/job_ladder.py run [--sizes 1000,3000,6000,12000] [--seeds 0,1] [overrides]
-    python bench/job_ladder.py table [--job-seeds bench/results/job_seeds.json]
+    python -m bench job-ladder run [--sizes 1000,3000,6000,12000] [--seeds 0,1] [overrides]
+    python -m bench job-ladder table [--job-seeds bench/results/job_seeds.json]
 
 ``run``: static at each pool size (the first M samples of the plain stream: sample i has label i mod C and seed i,
 so every size is a prefix of the largest and each sample is generated once, through the benchmark's sample cache)
@@ -9,7 +9,7 @@ for each learner seed, with the default job's settings (2,000 iterations, DPM-So
 plus any overrides; then the held-out test split is read once for every run (the benchmark harness:
 ``bench/harness.py``). Records go to ``bench/work/job_ladder/``; a rerun skips the runs already recorded.
 
-``table``: the static curve (mean ± SE over seeds per size) and, for each method of ``bench/job_seeds.py`` (DP
+``table``: the static curve (mean ± SE over seeds per size) and, for each method of ``job-seeds`` (DP
 variants, the unguided loop), the static pool size needed to reach its mean test accuracy (log-x interpolation on
 the curve's frontier; a bound where the curve does not reach it, never an extrapolation) divided by its mean pool
 size: the paper's ``samples_ratio`` (3.4x on ImageNet-100) at this scale. Writes ``bench/results/job_ladder.{json,md}``
@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from curves import paired_pp, ratio, reach_dict, se, x_to_reach  # noqa: E402
+from .core import RESULTS, ROOT, STUDIES, WORK
+from .curves import paired_pp, ratio, reach_dict, se, x_to_reach
 
 
 def run(args) -> int:
-    from harness import Bench, RunSpec
+    from .harness import Bench, RunSpec
 
     mode = SimpleNamespace(name="job_ladder", base=["run.progress=false", *args.overrides], generator=[],
                            reference_iterations=2000, ood_size=1000)
@@ -49,7 +45,7 @@ def run(args) -> int:
         points.append({"run": rid, "seed": rec["seed"], "samples": rec["samples"], "val_acc": rec["val_acc"],
                        "test_acc": ev["runs"][rid]["test_acc"], "label_fidelity": rec["label_fidelity"],
                        "wall_seconds": rec["wall_seconds"], "generation_seconds": rec["seconds"].get("generation")})
-    command = "python bench/job_ladder.py " + " ".join(sys.argv[1:])
+    command = "python -m bench job-ladder " + " ".join(args.argv)
     old = Path(args.work) / "ladder.json"  # a later run into the same work dir adds points: keep them and every command
     prev = json.loads(old.read_text()) if old.exists() else {}
     if prev and prev["generator"] != bench.gen_info.get("generator_id"):
@@ -131,7 +127,7 @@ def table(args) -> int:
     ratios = samples_ratios(curve, methods)
     paired = paired_with_ladder(ladder["points"], methods)
     chosen = seeds.get("chosen_on_validation")
-    out = {"command": ladder["command"], "table_command": "python bench/job_ladder.py " + " ".join(sys.argv[1:]),
+    out = {"command": ladder["command"], "table_command": "python -m bench job-ladder " + " ".join(args.argv),
            "job_seeds_command": seeds["command"], "generator": ladder["generator"], "static_curve": curve,
            "methods": ratios, "paired_with_ladder_static": paired, "chosen_on_validation": chosen,
            "headline": headline(seeds, ratios, chosen)}
@@ -193,22 +189,22 @@ def table(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("job-ladder")
+def main(argv: list[str]) -> int:
+    """Static's accuracy curve at the default job's scale, and each job-seeds method's equal-accuracy samples ratio."""
+    ap = argparse.ArgumentParser(prog="python -m bench job-ladder", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("run")
     r.add_argument("--sizes", default="1000,3000,6000,12000")
     r.add_argument("--seeds", default="0,1")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default=None, help="sets run.device (default: the config's, auto)")
     r.add_argument("overrides", nargs="*")
     t = sub.add_parser("table")
-    t.add_argument("--job-seeds", default=str(HERE / "results" / "job_seeds.json"))
-    t.add_argument("--out", default=str(HERE / "results"))
+    t.add_argument("--job-seeds", default=str(RESULTS / "job_seeds.json"))
+    t.add_argument("--out", default=str(RESULTS))
     for p in (r, t):
-        p.add_argument("--work", default=str(HERE / "work" / "job_ladder"))
+        p.add_argument("--work", default=str(WORK / "job_ladder"))
     args = ap.parse_args(argv)
+    args.argv = argv
     return run(args) if args.what == "run" else table(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

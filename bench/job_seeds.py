@@ -1,7 +1,7 @@
 """DP, the unguided loop and static at the default job's scale over learner seeds (issue: hard, not mislabelled).
 
-    python bench/job_seeds.py run [--seeds 0,1,2] [--variants entropy,projected] [--dp-only] [overrides]
-    python bench/job_seeds.py table RUN_DIR [RUN_DIR ...]
+    python -m bench job-seeds run [--seeds 0,1,2] [--variants entropy,projected] [--dp-only] [overrides]
+    python -m bench job-seeds table RUN_DIR [RUN_DIR ...]
 
 ``run``: for each learner seed (``run.seed``; the generated samples are the same for every seed: sample i has seed
 i), one ``deliberate run`` of ``dp``, ``dynamic_unguided`` and ``static`` (static sized by DP's final pool, the
@@ -21,14 +21,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+import numpy as np
 
-sys.path.insert(0, str(HERE))
-
-import numpy as np  # noqa: E402
-
-from curves import paired_pp, se  # noqa: E402
+from .core import RESULTS, ROOT, STUDIES, setup
+from .curves import paired_pp, se
 
 VARIANTS = {
     "entropy": ["guidance.criterion=entropy", "guidance.scale=raw", "guidance.omega=0.5"],  # the earlier default
@@ -80,11 +76,8 @@ def chosen_on_validation(dps: dict) -> str | None:
 
 
 def table(args) -> int:
-    import torch
-
     from deliberate.config import load_config
-    from deliberate.data.splits import load_splits
-    from deliberate.evaluation import obtain_reference, round_stats
+    from deliberate.evaluation import round_stats
     from deliberate.practice.pool import Pool
 
     rows = defaultdict(dict)  # (variant or method) → seed → record
@@ -92,10 +85,8 @@ def table(args) -> int:
     reference = None
     for rd in (Path(p) for p in args.run_dirs):
         cfg = load_config(rd / "config.yaml")
-        if reference is None:
-            d = cfg.data
-            splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
-            reference, _ = obtain_reference(cfg, splits, "cpu", 2000, ROOT / "cache" / "reference")
+        if reference is None:  # the real-data reference classifier, on the first run's run.device
+            reference = setup(cfg, generator=False, reference=True).reference
         variant = cfg.run.name.split("seeds-", 1)[-1].rsplit("-s", 1)[0]
         summary = json.loads((rd / "summary.json").read_text())
         for m, s in summary["methods"].items():
@@ -127,7 +118,7 @@ def table(args) -> int:
                 rows[name][cfg.run.seed] = rec
     for seed, recs in statics.items():  # a seed whose only static is a static-only run
         rows["static"].setdefault(seed, recs[0])
-    out = {"command": "python bench/job_seeds.py " + " ".join(sys.argv[1:]), "methods": {}, "paired": {}}
+    out = {"command": "python -m bench job-seeds " + " ".join(args.argv), "methods": {}, "paired": {}}
     for name, by_seed in rows.items():
         seeds = sorted(by_seed)
         col = lambda k: [by_seed[s][k] for s in seeds]  # noqa: E731
@@ -203,8 +194,11 @@ def table(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("job-seeds")
+def main(argv: list[str]) -> int:
+    """DP, the unguided loop and static at the default job's scale over learner seeds; paired differences."""
+    ap = argparse.ArgumentParser(prog="python -m bench job-seeds", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("run")
     r.add_argument("--seeds", default="0,1,2")
@@ -215,10 +209,7 @@ def main(argv=None) -> int:
     r.add_argument("overrides", nargs="*")
     t = sub.add_parser("table")
     t.add_argument("run_dirs", nargs="+")
-    t.add_argument("--out", default=str(HERE / "results"))
+    t.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    args.argv = argv
     return run(args) if args.what == "run" else table(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Learner audit: horizontal flips kept or dropped, and bf16 autocast (faster), by validation accuracy.
 
-    python bench/learner_audit.py [--samples 1000] [--iterations 600] [--seeds 0,1,2] [overrides...]
+    python -m bench learner-audit [--samples 1000] [--iterations 600] [--seeds 0,1,2] [overrides...]
 
 Static generation with the default config: the first ``--samples`` plain samples of the default generator (from the
 benchmark's sample cache when present), one ``cnn_small`` per (learner variant, seed), each trained for
@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from deliberate.config import load_config  # noqa: E402
-from deliberate.data.splits import load_splits  # noqa: E402
-from deliberate.job import obtain_generator  # noqa: E402
-
-from generator_quality import static_runs  # noqa: E402
-from samplecache import CachedGenerator, SampleCache  # noqa: E402
+from .core import RESULTS, STUDIES, setup
 
 VARIANTS = {
     "flip (before)": ["learner.hflip=true"],
@@ -35,20 +26,27 @@ VARIANTS = {
 }
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("learner-audit")
+def main(argv: list[str]) -> int:
+    """Learner audit: horizontal flips kept or dropped, and bf16 autocast, chosen by validation accuracy."""
+    ap = argparse.ArgumentParser(prog="python -m bench learner-audit", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args(argv)
+    from deliberate.config import load_config
+
+    from .generator_quality import static_runs
+    from .samplecache import CachedGenerator, SampleCache
+
     seeds = [int(v) for v in args.seeds.split(",")]
     t0 = time.perf_counter()
     base = load_config(None, list(args.overrides))
-    d = base.data
-    splits = load_splits(d.root, d.val_size, d.gen_train_size, d.split_seed)
-    gen, info = obtain_generator(base, splits, "cpu", True)
+    su = setup(base, progress=True)
+    splits, gen, info = su.splits, su.generator, su.gen_info
     cached = CachedGenerator(gen, SampleCache(Path(base.generator.cache_dir).parent / "bench-samples"))
     s = base.sampling
     labels = torch.arange(args.samples) % splits.num_classes
@@ -59,7 +57,7 @@ def main(argv=None) -> int:
     for name, over in VARIANTS.items():
         cfg = load_config(None, list(args.overrides) + over)
         t1 = time.perf_counter()
-        learners[name] = static_runs(out.images, labels, splits, cfg, seeds, args.iterations, "cpu")
+        learners[name] = static_runs(out.images, labels, splits, cfg, seeds, args.iterations, su.device)
         rows[name] = {"overrides": over, "seconds_per_iteration": round((time.perf_counter() - t1)
                                                                         / (len(seeds) * args.iterations), 4),
                       "val_acc": [lr.accuracy(splits.val.images, splits.val.labels) for lr in learners[name]]}
@@ -68,7 +66,7 @@ def main(argv=None) -> int:
     test = splits.test.read("learner audit: final evaluation")
     for name, lrs in learners.items():
         rows[name]["test_acc"] = [lr.accuracy(test.images, test.labels) for lr in lrs]
-    res = {"command": "python bench/learner_audit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": "python -m bench learner-audit " + " ".join(argv),
            "generator": info["generator_id"], "samples": args.samples, "iterations": args.iterations,
            "seeds": seeds, "chosen_on_validation": chosen, "rows": rows, "test_reads": list(splits.test.read_log),
            "seconds": round(time.perf_counter() - t0, 1)}
@@ -86,6 +84,3 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@
 minutes with a small generator trained on the spot (meaningless numbers; for development and the slow test).
 
 Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` aligns the model calls with every pool
-size and round of the full and quick modes (multiples of 100), so no call is padded (bench/sampling_chunks.py:
+size and round of the full and quick modes (multiples of 100), so no call is padded (bench/archive/sampling_chunks.py:
 a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
 cores). The full and quick modes sample like the package default (DPM-Solver++ 2M, 10 steps, λ chosen by the sweep)
 and guide in the paper's step convention (``guidance.scale=paper``, ω = 0.01 the default): their steps check

@@ -1,7 +1,7 @@
 """Pool scale: peak resident memory and training-input throughput of the in-RAM pool and the disk-backed pool.
 
-    python bench/pool_scale.py                 # writes bench/results/pool_scale.json (tens of GB of scratch files)
-    python bench/pool_scale.py --quick         # small sizes only, for a check
+    python -m bench pool-scale             # writes bench/results/pool_scale.json (tens of GB of scratch files)
+    python -m bench pool-scale --quick     # small sizes only, for a check
 
 For each image shape and pool size a synthetic pool (random uint8 bytes, real shard and manifest format) is grown
 in ``--dir`` and each pool kind is measured in a fresh subprocess:
@@ -35,8 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from .core import RESULTS, ROOT, STUDIES
 
 SHARD = 1000  # samples per shard (sampling.shard_size's default)
 FULL = {"28x28": {"shape": (1, 28, 28), "sizes": [10_000, 100_000, 1_000_000]},
@@ -194,8 +193,8 @@ def measure_reader(reader: str, root: str, tar_dir: str, draws: int) -> dict:
 
 
 def in_child(args: list[str], timeout: int = 1800) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    out = subprocess.run([sys.executable, "-m", "bench", "pool-scale", *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"{args}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -211,23 +210,26 @@ def drop_file_cache(*roots: Path) -> None:
             os.close(fd)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("pool-scale")
+def main(argv: list[str]) -> int:
+    """Peak resident memory and training-input throughput of the in-RAM and the disk-backed pool, by pool size."""
+    ap = argparse.ArgumentParser(prog="python -m bench pool-scale", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", default="/tmp/deliberate-pool-scale", help="scratch directory (removed at the end)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pool_scale.json"))
+    ap.add_argument("--out", default=str(RESULTS / "pool_scale.json"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch files")
     ap.add_argument("--measure", nargs=2, metavar=("KIND", "ROOT"), help=argparse.SUPPRESS)
     ap.add_argument("--reader", nargs=3, metavar=("READER", "ROOT", "TAR"), help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--draws", type=int, default=0, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.measure:
+    a = ap.parse_args(argv)
+    if a.measure:  # a child of in_child
         print(json.dumps(measure_feed(a.measure[0], a.measure[1], a.batches, warmup=5)))
-        return
+        return 0
     if a.reader:
         print(json.dumps(measure_reader(*a.reader, a.draws)))
-        return
+        return 0
 
     import torch
 
@@ -235,7 +237,7 @@ def main() -> None:
 
     plan = QUICK if a.quick else FULL
     scratch = Path(a.dir)
-    result = {"command": "python bench/pool_scale.py" + (" --quick" if a.quick else ""),
+    result = {"command": "python -m bench pool-scale" + (" --quick" if a.quick else ""),
               "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                           "loader_workers": Config().learner.loader_workers,
                           "batch_size": Config().learner.batch_size},
@@ -290,6 +292,7 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["goals"], indent=1))
+    return 0
 
 
 def goals(result: dict, plan: dict) -> dict:
@@ -310,6 +313,3 @@ def goals(result: dict, plan: dict) -> dict:
             out["28x28/throughput_at_least_0.8x"] = all(v >= 0.8 for v in tp.values())
     return out
 
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,10 @@
 """Generator recipes side by side at the default job's scale, several at once (made for one GPU).
 
-    python bench/recipe_screen.py run --work DIR [--device cuda] [--parallel 5] [--seeds 0,1] NAME="k=v k=v" ...
+    python -m bench recipe-screen run --work DIR [--device cuda] [--parallel 5] [--seeds 0,1] NAME="k=v k=v" ...
                                       [--common "k=v ..."]
-    python bench/recipe_screen.py table DIR [DIR ...] [--out bench/results]
+    python -m bench recipe-screen table DIR [DIR ...] [--out bench/results]
 
-``run``: for each recipe (a name and its generator overrides) one ``bench/job_ladder.py run --sizes 3000`` — the
+``run``: for each recipe (a name and its generator overrides) one ``python -m bench job-ladder run --sizes 3000`` — the
 recipe's generator trained from scratch, then static on the first 3,000 plain samples of its stream for each learner
 seed (2,000 iterations, the default job's settings), the held-out test split read once per run by the harness —
 in ``DIR/NAME``, up to ``--parallel`` recipes at a time, each with an equal share of the CPU threads. Every recipe
@@ -30,13 +30,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from curves import se  # noqa: E402
+from .core import RESULTS, ROOT, STUDIES
+from .curves import se
 
 
 def parse_recipe(text: str) -> tuple[str, list[str]]:
@@ -59,7 +56,7 @@ def run_one(name: str, overrides: list[str], args, threads: int) -> dict:
     ref = ROOT / "cache" / "reference"
     if ref.is_dir() and not (d / "cache" / "reference").exists():
         shutil.copytree(ref, d / "cache" / "reference")
-    cmd = [sys.executable, str(HERE / "job_ladder.py"), "run", "--sizes", "3000", "--seeds", args.seeds,
+    cmd = [sys.executable, "-m", "bench", "job-ladder", "run", "--sizes", "3000", "--seeds", args.seeds,
            "--device", args.device, "--work", str(d / "work"),
            f"generator.cache_dir={d / 'cache' / 'generators'}", *args.common.split(), *overrides]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -145,15 +142,15 @@ def table(args) -> int:
     families.sort(key=lambda f: -f["val_mean"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python bench/recipe_screen.py " + " ".join(sys.argv[1:])
+    command = "python -m bench recipe-screen " + " ".join(args.argv)
     (out / "recipe_screen.json").write_text(json.dumps({"command": command, "recipes": rows, "families": families},
                                                        indent=1))
 
     def pct(x):
         return f"{100 * x:.2f}"
 
-    lines = [f"Made by `{command}` from recipes run by `python bench/recipe_screen.py run` (each a "
-             "`bench/job_ladder.py run --sizes 3000` with its overrides: static on the first 3,000 plain samples, "
+    lines = [f"Made by `{command}` from recipes run by `python -m bench recipe-screen run` (each a "
+             "`python -m bench job-ladder run --sizes 3000` with its overrides: static on the first 3,000 plain samples, "
              "2,000 iterations, learner seeds as listed; held-out test read once per run). Training seconds are wall "
              "time with the recipe's batch sharing the device.", "",
              "| recipe | overrides | gen. seed | device | training s | fidelity % | static val % per learner seed | "
@@ -174,8 +171,11 @@ def table(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("recipe-screen")
+def main(argv: list[str]) -> int:
+    """Generator recipes side by side at the default job's scale (static on 3,000 samples), several at once."""
+    ap = argparse.ArgumentParser(prog="python -m bench recipe-screen", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--work", required=True)
@@ -186,12 +186,9 @@ def main(argv=None) -> int:
     r.add_argument("recipes", nargs="+", metavar='NAME="k=v ..."')
     t = sub.add_parser("table")
     t.add_argument("work", nargs="+")
-    t.add_argument("--out", default=str(HERE / "results"))
+    t.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    args.argv = argv
     if args.cmd == "run" and args.parallel < 1:
         raise SystemExit("--parallel must be at least 1")
     return run(args) if args.cmd == "run" else table(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The scaling benchmark, one command: does Deliberate Practice beat static generation and pruning, by how much?
 
-    python bench/run.py [--quick] [--out bench/results]
+    python -m bench benchmark [--quick] [--out bench/results]
 
 Stages (all choices on the validation split; the held-out test split is read once, at the end):
 
@@ -27,17 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from plan import MODES  # noqa: E402
+from .core import RESULTS, STUDIES, WORK
+from .plan import MODES
 
 TAGS = ("cfg_sweep", "static_samples", "static_ladder", "static_matched", "dp_curve", "dp_key", "dynamic_curve",
         "dynamic_key", "prune_curve", "prune_random", "static_iters", "dp_iters", "omega_sweep", "schedule_sweep", "steps_check")
@@ -76,11 +73,11 @@ class Plan:
                 f"practice.patience_growth={s['growth']}", f"practice.max_samples={s['max']}"]
 
     def static(self, n: int, seed: int = 0, tags=(), steps=None, extra=(), cfg_scale=None):
-        from harness import RunSpec
+        from .harness import RunSpec
         return RunSpec("static", tuple(self.common(seed, steps, cfg_scale)) + tuple(extra), budget=n, tags=tuple(tags))
 
     def dp(self, s: dict, seed: int = 0, omega=None, schedule=None, tags=(), extra=()):
-        from harness import RunSpec
+        from .harness import RunSpec
         omega = self.omega if omega is None else omega
         if omega == 0:
             return self.dynamic(s, seed, tags, extra)
@@ -89,28 +86,30 @@ class Plan:
                        + tuple(extra), tags=tuple(tags))
 
     def dynamic(self, s: dict, seed: int = 0, tags=(), extra=()):
-        from harness import RunSpec
+        from .harness import RunSpec
         return RunSpec("dynamic_unguided", tuple(self.common(seed) + self.dp_ov(s)) + tuple(extra), tags=tuple(tags))
 
     def prune(self, m: int, k: int, n_scorer: int, scorer_its: int, seed: int = 0, random: bool = False, tags=()):
-        from harness import RunSpec
+        from .harness import RunSpec
         ov = self.common(seed) + [f"practice.oversample={k}", f"practice.initial_samples={min(n_scorer, m * k)}"]
         if not random:
             ov.append(f"practice.prune_scorer_iterations={scorer_its}")
         return RunSpec("prune_random" if random else "prune", tuple(ov), budget=m, tags=tuple(tags))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@STUDIES.register("benchmark")
+def main(argv: list[str]) -> int:
+    """The scaling benchmark of static, DP, the unguided loop and oversample-then-prune (full, quick or tiny mode)."""
+    ap = argparse.ArgumentParser(prog="python -m bench benchmark", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the ~10-minute mode (smaller ladders, fewer iterations)")
     ap.add_argument("--mode", choices=sorted(MODES), help="full (default), quick, or tiny (a development check "
                     "with a small generator trained on the spot)")
     ap.add_argument("--out", default="", help="where latest.json, plots and results.md go (default: bench/results for "
                     "the full mode, bench/results/<mode> for the others)")
-    ap.add_argument("--no-readme", action="store_true", help="full mode: do not refresh the results table in README.md")
     ap.add_argument("--work", default="", help="run records and models (default: bench/work/<mode>)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default=None, help="sets run.device (default: the config's, auto)")
+    ap.add_argument("--threads", type=int, default=0, help="sets run.threads: torch threads (0 = torch's default)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--recalibrate", action="store_true", help="measure unit costs and speed knobs again even when "
                     "the work directory holds them")
@@ -119,10 +118,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     mode_name = args.mode or ("quick" if args.quick else "full")
     mode = MODES[mode_name]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work = Path(args.work) if args.work else HERE / "work" / mode_name
-    out = Path(args.out) if args.out else HERE / "results" if mode_name == "full" else HERE / "results" / mode_name
+    work = Path(args.work) if args.work else WORK / mode_name
+    out = Path(args.out) if args.out else RESULTS if mode_name == "full" else RESULTS / mode_name
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     stage_t = {}
@@ -130,15 +127,17 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
-    from analysis import GUIDANCE_KEYS, enrich, explain, goals, guidance_headline, headline, points
     from deliberate.evaluation import CORRUPTIONS
-    from calibrate import learner_iteration_costs, speed_knobs, unit_costs
-    from harness import Bench
-    from report import update_readme, write_outputs
-    from sweeps import cfg_sweep
+
+    from .analysis import GUIDANCE_KEYS, enrich, explain, goals, guidance_headline, headline, points
+    from .calibrate import learner_iteration_costs, speed_knobs, unit_costs
+    from .harness import Bench
+    from .report import write_outputs
+    from .sweeps import cfg_sweep
 
     t = time.perf_counter()
-    bench = Bench(mode, work, args.device, args.progress, log, args.overrides)
+    threads = [f"run.threads={args.threads}"] if args.threads else []
+    bench = Bench(mode, work, args.device, args.progress, log, args.overrides + threads)
     stage_t["setup (generator, reference classifier)"] = time.perf_counter() - t
     log(f"generator {bench.gen_info['generator_id']} ({bench.gen_info['source']}); reference classifier "
         f"{bench.ref_info['source']}, val {bench.ref_info['val_acc']:.4f}")
@@ -307,7 +306,7 @@ def main(argv=None) -> int:
     G = goals(H, runs, choices, n_val, len(bench.splits.test))
     why = explain(H, G, runs, choices)
     total = time.perf_counter() - t_start
-    cmd = "python bench/run.py" + (" --quick" if mode_name == "quick" else f" --mode {mode_name}" if mode_name != "full"
+    cmd = "python -m bench benchmark" + (" --quick" if mode_name == "quick" else f" --mode {mode_name}" if mode_name != "full"
                                    else "") + (" " + " ".join(args.overrides) if args.overrides else "")
     result = {
         "mode": mode_name,
@@ -338,14 +337,8 @@ def main(argv=None) -> int:
         "machine": {"threads": torch.get_num_threads(), "device": str(bench.device), "torch": torch.__version__},
     }
     write_outputs(result, out)
-    if mode_name == "full" and not args.no_readme:
-        update_readme(HERE.parent / "README.md", result, out)
     log(f"done in {total:.0f}s → {out / 'latest.json'}")
     for k in ("samples_ratio", "iterations_ratio", "prune_compute_ratio", "guidance_cost_ratio"):
         g = G[k]
         log(f"  {k}: {g['bound'] if g['bound'] != '=' else ''}{g['value']:.2f} (goal {g['goal']}: {g['status']})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

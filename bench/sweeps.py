@@ -1,4 +1,4 @@
-"""Sweeps that fix a sampling setting before the benchmark's comparisons (run by run.py, or alone by cfg_sweep.py)."""
+"""Sweeps that fix a sampling setting before the benchmark's comparisons (run by the benchmark study, or alone by cfg-sweep)."""
 from __future__ import annotations
 
 import numpy as np

@@ -3,8 +3,6 @@ oversample-then-prune keeping the highest-entropy samples, label fidelity, and t
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +16,8 @@ from deliberate.practice.pool import Pool, ShardMeta
 from deliberate.practice.prune import PruneSpec, select
 from deliberate.registry import METHODS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import curves  # noqa: E402
-from samplecache import CachedGenerator, SampleCache  # noqa: E402
+from bench import curves
+from bench.samplecache import CachedGenerator, SampleCache
 
 
 # ------------------------------------------------------------------------------------------------ curves
@@ -243,7 +240,7 @@ def test_sample_cache_generates_each_sample_once_and_persists(tmp_path):
 
 def test_sample_cache_key_holds_every_setting_that_changes_bytes(tmp_path, monkeypatch):
     """Samples made by another sampler version, another bf16 setting or another chunk size are never served."""
-    import samplecache
+    from bench import samplecache
 
     gen = FakeGenerator()
     gen.bf16 = True
@@ -265,10 +262,10 @@ def test_sample_cache_key_holds_every_setting_that_changes_bytes(tmp_path, monke
 
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
-    """Every stage of bench/run.py on a tiny generator trained on the spot (several minutes on 2 cores)."""
+    """Every stage of the benchmark on a tiny generator trained on the spot (several minutes on 2 cores)."""
     import json
 
-    import run as bench_run
+    from bench import run as bench_run
 
     rc = bench_run.main(["--mode", "tiny", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
                          f"generator.cache_dir={tmp_path}/gen"])
@@ -287,36 +284,52 @@ def _fake_result():
           "label_fidelity": {"mean": 0.61}}
     goals = {k: {"value": 1.5, "bound": ">=", "goal": ">= 4", "status": "not met"}
              for k in ("samples_ratio", "iterations_ratio", "prune_compute_ratio", "guidance_cost_ratio")}
-    return {"command": "python bench/run.py", "mode": "full", "machine": {"threads": 2, "device": "cpu"},
+    return {"command": "python -m bench benchmark", "mode": "full", "machine": {"threads": 2, "device": "cpu"},
             "goals": goals, "points": {"dp_key": [pt]}}
 
 
-def test_readme_table_replaces_only_its_block(tmp_path):
-    from report import README_BEGIN, README_END, update_readme
+def test_summary_table_of_headline_ratios_and_methods():
+    """The short results table goes beside results.md (the README is written by people, never rewritten)."""
+    from bench.report import summary_md
 
-    readme = tmp_path / "README.md"
-    readme.write_text("# title\n\nintro\n")
-    update_readme(readme, _fake_result(), tmp_path / "bench" / "results")
-    first = readme.read_text()
-    assert first.startswith("# title\n\nintro\n") and first.count(README_BEGIN) == 1
-    assert "| samples_ratio | ≥ 1.50× | >= 4 | not met |" in first
-    assert "| dp | N=200 | 3 | 500 | 500 | 400 | 70.00 ± 1.00 | 61.00 |" in first
-    assert "(bench/results/results.md)" in first
-    # a second refresh with other numbers replaces the block and keeps the text around it
-    readme.write_text(first + "\n## after\n")
-    res = _fake_result()
-    res["goals"]["samples_ratio"] |= {"value": 5.0, "bound": "=", "status": "met"}
-    update_readme(readme, res, tmp_path / "bench" / "results")
-    second = readme.read_text()
-    assert second.count(README_BEGIN) == 1 and second.count(README_END) == 1
-    assert "| samples_ratio | 5.00× | >= 4 | met |" in second and "≥ 1.50× | >= 4 | not met |\n| iterations" not in second
-    assert second.endswith("\n## after\n") and second.startswith("# title\n\nintro\n")
+    text = summary_md(_fake_result())
+    assert "| samples_ratio | ≥ 1.50× | >= 4 | not met |" in text
+    assert "| dp | N=200 | 3 | 500 | 500 | 400 | 70.00 ± 1.00 | 61.00 |" in text
+    assert "`python -m bench benchmark`" in text and "[results.md](results.md)" in text
+
+
+def test_report_study_refuses_a_missing_results_file(tmp_path):
+    from bench import report
+
+    with pytest.raises(SystemExit, match=f"no results file {tmp_path / 'latest.json'}"):
+        report.main([str(tmp_path / "latest.json")])
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_every_study_is_listed_and_answers_help(capsys):
+    """``python -m bench`` lists every registered study with its one-line summary; each parses ``--help``."""
+    from bench.__main__ import main
+    from bench.core import STUDIES
+
+    assert main([]) == 0
+    listing = capsys.readouterr().out
+    names = {"benchmark", "report", "cfg-sweep", "criteria-sweep", "generator-classes", "generator-quality",
+             "job-ladder", "job-seeds", "learner-audit", "pool-scale", "recipe-screen", "scaling", "folders-check",
+             "prune-memory"}
+    assert names <= set(STUDIES)
+    for name in names:
+        summary = STUDIES[name].__doc__.strip().splitlines()[0]
+        assert f"  {name:<18} {summary}" in listing
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0 and f"python -m bench {name}" in capsys.readouterr().out
+    assert main(["no-such-study"]) == 2
 
 
 def test_modelled_seconds_on_hand_counts():
     """Compute = counts × unit costs: plain generation, the guided extra over plain, training, validation, and for
     an entropy prune its scorer and scoring (hand-computed)."""
-    from calibrate import modelled_seconds
+    from bench.calibrate import modelled_seconds
 
     units = {"plain_image": 0.05, "guided_image": {"every": 0.125, "x0": 0.075}, "iteration": 0.2,
              "val_image": 0.001, "score_image": 0.002}
@@ -375,7 +388,7 @@ def _bench_runs(dp_comp=20.0, late_acc=0.69):
 
 
 def test_headline_ratios_on_hand_made_curves():
-    from analysis import headline
+    from bench.analysis import headline
 
     H, _ = headline(*_bench_runs())
     # (a) static reaches 0.675 at 1000·2^3.5 samples (log-linear, between 8000 and 16000); DP used 2000
@@ -403,7 +416,7 @@ def test_headline_ratios_on_hand_made_curves():
 
 
 def test_goal_status_on_hand_made_curves():
-    from analysis import goals, headline
+    from bench.analysis import goals, headline
 
     args = _bench_runs()
     G = goals(headline(*args)[0], args[0], args[1], 300, test_size=10_000)
@@ -435,7 +448,7 @@ def _recipe(work, name, overrides, vals, tests, fid=0.99):
 def test_recipe_screen_groups_generator_seeds_into_families(tmp_path):
     import json
 
-    import recipe_screen
+    from bench import recipe_screen
 
     _recipe(tmp_path, "a0", ["generator.batch_size=64"], [0.80, 0.82], [0.79, 0.81])
     _recipe(tmp_path, "a1", ["generator.batch_size=64", "generator.seed=1"], [0.84, 0.86], [0.83, 0.85])
@@ -454,7 +467,7 @@ def test_recipe_screen_groups_generator_seeds_into_families(tmp_path):
 
 @pytest.mark.parametrize("text", ["noequals", "a.b=generator.lr=1", "x=generator.lr", "y=lr=0.1", "=generator.lr=1"])
 def test_recipe_screen_rejects_malformed_recipes(text):
-    import recipe_screen
+    from bench import recipe_screen
 
     with pytest.raises(SystemExit, match="recipe"):
         recipe_screen.parse_recipe(text)
@@ -463,7 +476,7 @@ def test_recipe_screen_rejects_malformed_recipes(text):
 
 
 def test_generator_classes_precision_recall_and_confusion():
-    import generator_classes as gc
+    from bench import generator_classes as gc
 
     g = torch.Generator().manual_seed(0)
     real = torch.randn(400, 8, generator=g)

@@ -3,14 +3,10 @@ label fidelity of plain vs guided samples."""
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from analysis import guidance_headline  # noqa: E402
+from bench.analysis import guidance_headline
 
 
 def run(rid, method, tags, seed, acc, samples, rounds=(), overrides=()):
@@ -49,7 +45,7 @@ def test_outside_the_unguided_curve_the_same_setting_is_used():
 
 
 def test_criteria_are_compared_at_equal_entropy_gain():
-    from criteria_sweep import fidelity_at_gain
+    from bench.criteria_sweep import fidelity_at_gain
 
     rows = [{"entropy_gain": 0.0, "label_fidelity": 0.98}, {"entropy_gain": 0.4, "label_fidelity": 0.90},
             {"entropy_gain": 1.2, "label_fidelity": 0.50}]
@@ -59,7 +55,7 @@ def test_criteria_are_compared_at_equal_entropy_gain():
 
 
 def test_job_ladder_reads_the_static_samples_a_method_needs_off_the_seed_mean_curve():
-    from job_ladder import samples_ratios, static_curve
+    from bench.job_ladder import samples_ratios, static_curve
 
     # static: 80 % at 1,000, 82 % at 4,000 (seed means of 79/81 and 81.5/82.5), 84 % at 16,000
     pts = [{"seed": s, "samples": m, "val_acc": a, "test_acc": a, "label_fidelity": 0.99}
@@ -79,7 +75,7 @@ def test_job_ladder_reads_the_static_samples_a_method_needs_off_the_seed_mean_cu
 
 
 def test_job_ladder_headline_is_the_variant_chosen_on_validation():
-    from job_ladder import headline
+    from bench.job_ladder import headline
 
     seeds = {"methods": {"dp[a]": {"added_fidelity": 0.97, "plain_fidelity": 0.99}},
              "paired": {"dp[a] − dynamic_unguided": {"mean_pp": 1.0, "se_pp": 0.1, "seeds": [0, 1]},
@@ -92,7 +88,7 @@ def test_job_ladder_headline_is_the_variant_chosen_on_validation():
 
 
 def test_job_ladder_pairs_a_method_with_the_static_of_its_own_seed_and_pool_size():
-    from job_ladder import paired_with_ladder
+    from bench.job_ladder import paired_with_ladder
 
     pts = [{"seed": 0, "samples": 3000, "test_acc": 0.80}, {"seed": 1, "samples": 3000, "test_acc": 0.82},
            {"seed": 0, "samples": 6000, "test_acc": 0.90}, {"seed": 2, "samples": 6000, "test_acc": 0.50}]
@@ -108,7 +104,7 @@ def test_job_ladder_pairs_a_method_with_the_static_of_its_own_seed_and_pool_size
 
 
 def test_job_seeds_budget_variants_scale_the_pool_and_never_win_the_choice():
-    import job_seeds
+    from bench import job_seeds
 
     ov = job_seeds.variant_overrides("entropy-paper0.01@n2000")
     assert ov[:len(job_seeds.VARIANTS["entropy-paper0.01"])] == job_seeds.VARIANTS["entropy-paper0.01"]
