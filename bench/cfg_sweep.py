@@ -2,8 +2,8 @@
 
     python -m bench cfg-sweep [--mode full|quick|tiny] [--out bench/results]
 
-The same stage as stage 0 of ``python -m bench benchmark`` (the same runs: records are shared through ``--work``), then the
-held-out test accuracy of its runs (read once, after the choice) → ``cfg_sweep.json``, ``cfg_sweep.md`` and
+The same stage as stage 0 of ``python -m bench benchmark`` (the same runs: records are shared through ``--work``),
+then the held-out test accuracy of its runs (read once, after the choice) → ``cfg_sweep.json``, ``cfg_sweep.md`` and
 ``plots/cfg_sweep.png`` in ``--out``.
 """
 from __future__ import annotations

@@ -26,7 +26,6 @@ shards (one member per sample, random access through an index of member offsets)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil

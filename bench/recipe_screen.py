@@ -4,7 +4,7 @@
                                       [--common "k=v ..."]
     python -m bench recipe-screen table DIR [DIR ...] [--out bench/results]
 
-``run``: for each recipe (a name and its generator overrides) one ``python -m bench job-ladder run --sizes 3000`` — the
+``run``: for each recipe (a name and its generator overrides) one ``job-ladder run --sizes 3000`` study — the
 recipe's generator trained from scratch, then static on the first 3,000 plain samples of its stream for each learner
 seed (2,000 iterations, the default job's settings), the held-out test split read once per run by the harness —
 in ``DIR/NAME``, up to ``--parallel`` recipes at a time, each with an equal share of the CPU threads. Every recipe

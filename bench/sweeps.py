@@ -1,4 +1,5 @@
-"""Sweeps that fix a sampling setting before the benchmark's comparisons (run by the benchmark study, or alone by cfg-sweep)."""
+"""Sweeps that fix a sampling setting before the benchmark's comparisons (the ``benchmark`` study; ``cfg-sweep``
+runs the λ sweep alone)."""
 from __future__ import annotations
 
 import numpy as np
