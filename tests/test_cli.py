@@ -25,7 +25,12 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert set(summary["methods"]) == {"dp", "static"}
     for name, m in summary["methods"].items():
         assert m["test_acc"] == recomputed_test_acc(run_dir, name)
-        assert m["test_acc"] > 0.13 and m["iterations"] == 200 and m["samples"] >= 200  # chance: 0.10 ± 0.003
+        # measured 0.21 (dp) and 0.22 (static) after 200 iterations on a 40-step generator's samples; chance is
+        # 0.10 ± 0.003. Held-out and validation accuracy estimate the same thing (val: 500 real images, ± 0.018)
+        assert m["test_acc"] >= 0.17 and abs(m["test_acc"] - m["val_acc"]) <= 0.06, m
+        assert m["iterations"] == 200
+    dp, static = summary["methods"]["dp"], summary["methods"]["static"]
+    assert dp["samples"] == 200 + 100 * dp["rounds"] <= 500 and static["samples"] == dp["samples"]
     assert summary["generator"]["source"] == "trained"
     # static copied DP's two plain initial shards (sample i is fixed by generator, label, seed and settings)
     assert summary["methods"]["static"]["reused_samples"] == 200 and summary["methods"]["dp"]["reused_samples"] == 0

@@ -131,16 +131,21 @@ def test_min_snr_weighting_is_hang_et_al(prediction, gamma):
     _, losses, _, a, noise = _first_step(cfg)
     snr = a / (1 - a)
     assert (snr > gamma).any() and (snr < gamma).any()  # both sides of the cap are in the batch
-    if prediction == "epsilon":
-        target, w = noise, snr.clamp(max=gamma) / snr
-    else:
-        target, w = a.sqrt().view(-1, 1, 1, 1) * noise + (1 - a).sqrt().view(-1, 1, 1, 1), snr.clamp(max=gamma) / (snr + 1)
-    want = (w * target.pow(2).flatten(1).mean(1)).mean().item()
+    w = snr.clamp(max=gamma) / (snr if prediction == "epsilon" else snr + 1)
+    want = (w * _target(prediction, a, noise).pow(2).flatten(1).mean(1)).mean().item()
     assert losses[0] == pytest.approx(want, rel=1e-4)
     uniform = GeneratorConfig(train_steps=1, batch_size=64, bf16=False, prediction=prediction)
     _, losses_u, _, a_u, noise_u = _first_step(uniform)
-    tu = noise_u if prediction == "epsilon" else a_u.sqrt().view(-1, 1, 1, 1) * noise_u + (1 - a_u).sqrt().view(-1, 1, 1, 1)
-    assert losses_u[0] == pytest.approx(tu.pow(2).flatten(1).mean(1).mean().item(), rel=1e-4)
+    assert losses_u[0] == pytest.approx(_target(prediction, a_u, noise_u).pow(2).flatten(1).mean(1).mean().item(),
+                                        rel=1e-4)
+
+
+def _target(prediction: str, a: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """What the model should predict for x0 = −1: ε, or v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0 = sqrt(ᾱ)·ε + sqrt(1−ᾱ)."""
+    if prediction == "epsilon":
+        return noise
+    a = a.view(-1, 1, 1, 1)
+    return a.sqrt() * noise + (1 - a).sqrt()
 
 
 def test_generator_lr_schedule_by_hand():

@@ -8,7 +8,6 @@ exercised by a model whose x̂0 leaves [-1, 1].
 """
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -19,7 +18,7 @@ from diffusers import DDIMScheduler
 from deliberate.config import load_config
 from deliberate.generation import ddim as ddim_module
 from deliberate.generation.ddim import guided_ddim
-from deliberate.generation.guidance import EntropyCriterion, Guide, build_guide
+from deliberate.generation.guidance import Guide, build_guide
 from deliberate.generation.pixel import PixelDiffusion
 
 from conftest import tiny_config
@@ -152,8 +151,8 @@ def test_build_guide_honours_every_guidance_option():
     outs = {}
     for scale in ("raw", "normalized", "paper"):
         c = load_config(None, [f"guidance.scale={scale}", "guidance.omega=0.3"]).guidance
-        outs[scale], _ = guided_ddim(lambda x_, t_: 0.1 * x_, DDIMScheduler(num_train_timesteps=1000, clip_sample=False),
-                                     x.clone(), 4, build_guide(clf, c))
+        sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+        outs[scale], _ = guided_ddim(lambda x_, t_: 0.1 * x_, sched, x.clone(), 4, build_guide(clf, c))
     assert not torch.allclose(outs["raw"], outs["normalized"]) and not torch.allclose(outs["raw"], outs["paper"])
     assert not torch.allclose(outs["normalized"], outs["paper"])
 
