@@ -260,6 +260,29 @@ def test_sample_cache_key_holds_every_setting_that_changes_bytes(tmp_path, monke
     assert gen.made == 40  # another sampler
 
 
+def test_bench_sets_up_through_core_setup_on_the_configs_run_device(tmp_path, monkeypatch):
+    """The harness's set-up is bench.core.setup on the mode's config: the device is ``run.device`` (the config's
+    ``auto`` by default), and a study's ``--device`` sets it; the generator is wrapped in the sample cache."""
+    from types import SimpleNamespace
+
+    from bench import harness
+
+    seen = []
+
+    def fake_setup(cfg, **kw):
+        seen.append(cfg.run.device)
+        return SimpleNamespace(splits=None, device=cfg.run.device, generator=FakeGenerator(), gen_info={})
+
+    monkeypatch.setattr(harness, "setup", fake_setup)
+    monkeypatch.setattr(harness, "obtain_reference", lambda cfg, splits, device, *a, **k: (device, {}))
+    mode = SimpleNamespace(base=["run.progress=false"], generator=[], reference_iterations=1)
+    default = harness.Bench(mode, tmp_path / "a")
+    pinned = harness.Bench(mode, tmp_path / "b", device="cpu")
+    assert seen == ["auto", "cpu"] and (default.device, pinned.device) == ("auto", "cpu")
+    assert pinned.reference == "cpu" and pinned.cfg0.run.device == "cpu"
+    assert isinstance(pinned.gen, CachedGenerator) and pinned.cache.root.name == "bench-samples"
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
     """Every stage of the benchmark on a tiny generator trained on the spot (several minutes on 2 cores)."""
