@@ -11,8 +11,8 @@ The grid (paper Sec. 5 / Fig. 1 and 5, Table 1), every run through the job's own
   sample stream (``sampling.seed_offset`` = 1,000,000 × seed): a generator's seed moves static by ~3 points, more than
   DP's effect, so every headline interval is a bootstrap over generators.
 * **Static frontier**: pools that are prefixes of the generator's stream (sample i has seed offset + i, so a pool of
-  n is the first n samples: one ``stream`` run samples the largest pool, every other run copies its shards as a
-  donor), each trained over a ladder of iteration budgets. The ladder is *branched* (deliberate/branch.py): one
+  n is the first n samples: each run copies the shards that earlier runs of the generator hold — the pool's own donor
+  reuse — and samples only the rest), each trained over a ladder of iteration budgets. The ladder is *branched* (deliberate/branch.py): one
   stable-phase trunk per pool (``learner.decay_frac=0``, fixed warm-up) keeps its state where each budget's decay
   starts, and each budget's run is that state plus its own decay — the run of that budget, bit for bit, for the cost
   of its decay. Learner seeds within each generator.
@@ -129,13 +129,6 @@ def trunk_config(args, t: Trunk):
         "run.checkpoint_every=500"])
 
 
-def stream_config(args, generator: int, size: int):
-    from deliberate.config import load_config
-
-    return load_config(None, base_overrides(args, generator) + [
-        "run.methods=[static]", f"practice.max_samples={size}", "practice.iterations=1", "practice.eval_every=1"])
-
-
 # --------------------------------------------------------------------------------------------------- runs
 class Study:
     def __init__(self, args):
@@ -155,9 +148,6 @@ class Study:
     def run_dir(self, t: Trunk, what: str) -> Path:
         return self.work / "runs" / t.name.split("-")[0] / t.name / what
 
-    def stream_dir(self, generator: int) -> Path:
-        return self.work / "runs" / f"g{generator}" / "stream"
-
     def modelled_seconds(self, trunks: list[Trunk]) -> float:
         """Seconds the missing cells should take at the current rates (a trunk: its stable phase plus the decay
         branches still missing; its samples; a generator stream not yet sampled)."""
@@ -169,10 +159,10 @@ class Study:
             miss = self.missing(t)
             if not miss:
                 continue
-            if t.generator != "real" and t.generator not in streams and \
-                    not (self.stream_dir(t.generator) / "summary.json").exists():
+            if t.generator != "real" and t.generator not in streams:  # its plain stream, sampled once
                 streams.add(t.generator)
-                total += largest * self.rates["plain"]
+                held = max((sum(1 for _ in open(p / "manifest.jsonl")) for p in self.donors(t.generator)), default=0)
+                total += max(0, largest - held * 1000) * self.rates["plain"]
             trunk_done = (self.run_dir(t, "trunk") / "summary.json").exists()
             its = 0 if trunk_done else branch_point(max(t.budgets))
             its += sum(b - branch_point(b) for b in miss)
@@ -183,28 +173,19 @@ class Study:
                 total += (t.size - 1000) * self.rates["plain"]
         return total
 
-    def stream(self, generator: int) -> Path:
-        """The generator's plain stream: a static pool of the largest size (trained for one iteration, test not
-        read); every other run of this generator copies its shards."""
-        from deliberate.job import run_job
-
-        d = self.stream_dir(generator)
-        largest = max(int(p) for p in self.args.pools.split(","))
-        cfg = stream_config(self.args, generator, largest)
-        if not (d / "summary.json").exists():
-            self.log(f"generator {generator}: sampling its plain stream of {largest} samples into {d}")
-            t0 = time.perf_counter()
-            run_job(cfg, d, resume=(d / "config.yaml").exists(), held_out=False)
-            sec = json.loads((d / "summary.json").read_text())["methods"]["static"]["seconds"]
-            self.rates["plain"] = sec["generation"] / largest if sec["generation"] > 0 else self.rates["plain"]
-            self.log(f"  stream done in {time.perf_counter() - t0:.0f} s")
-        return d / "methods" / "static" / "pool"
+    def donors(self, generator: int) -> tuple:
+        """Every pool of this generator's runs so far, largest first (a stream sampled earlier included): a run
+        copies the plain shards they hold (sample i is the same in all of them) and samples only the rest."""
+        root = self.work / "runs" / f"g{generator}"
+        pools = [p for pat in ("*/trunk/methods/*/pool", "stream/methods/*/pool") for p in root.glob(pat)
+                 if (p / "manifest.jsonl").exists()]
+        return tuple(sorted(pools, key=lambda p: -(p / "manifest.jsonl").stat().st_size))
 
     def run_trunk(self, t: Trunk) -> None:
         from deliberate.branch import branch_config, branch_run
         from deliberate.job import run_job
 
-        donors = () if t.generator == "real" else (self.stream(t.generator),)
+        donors = () if t.generator == "real" else self.donors(t.generator)
         cfg = trunk_config(self.args, t)
         tdir = self.run_dir(t, "trunk")
         if not (tdir / "summary.json").exists():
@@ -227,6 +208,9 @@ class Study:
         s = json.loads((tdir / "summary.json").read_text())["methods"][method]
         its = max(1, s["iterations"])
         self.rates["iteration"] = (s["seconds"]["training"] + s["seconds"]["evaluation"]) / its
+        made = s["samples"] - s["reused_samples"] - (s["samples"] - 1000 if s["seconds"].get("guided_generation") else 0)
+        if s["seconds"]["generation"] > 0 and made > 0:
+            self.rates["plain"] = s["seconds"]["generation"] / made
         if s["seconds"].get("guided_generation"):
             self.rates["guided"] = s["seconds"]["guided_generation"] / max(1, s["samples"] - 1000)
 
@@ -332,7 +316,7 @@ def main(argv: list[str]) -> int:
             args.real_size = len(load_real_splits(load_config(None, list(args.overrides))).gen_train.labels)
         trunks = plan(args)
         for g in {t.generator for t in trunks}:  # validates the overrides before any work
-            stream_config(args, g, 1000) if g != "real" else trunk_config(args, next(t for t in trunks if t.generator == g))
+            trunk_config(args, next(t for t in trunks if t.generator == g))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ RESULT = "result.json"
 # (Bitwise equality also needs the same run.threads: see docs/robustness.md.)
 RUNTIME_KEYS = frozenset({"run.progress", "run.device", "run.threads", "run.out_dir", "run.name",
                           "run.checkpoint_every", "run.keep_checkpoints", "data.root", "data.workers", "generator.path",
-                          "generator.cache_dir", "learner.loader_workers"})
+                          "generator.source", "generator.cache_dir", "learner.loader_workers"})
 
 
 class ResumeError(RuntimeError):

@@ -56,6 +56,9 @@ class GeneratorConfig:
     name: str = "pixel_unet"  # registry name: pixel_unet | stable_diffusion
     cache_dir: str = "cache/generators"
     path: str = ""  # explicit weights directory (overrides the cache lookup)
+    # auto: the cache, else the generator shipped for this recipe and data (generation/shipped.py), else train;
+    # train: the cache, else train (never the shipped one)
+    source: Literal["auto", "train"] = "auto"
     block_out_channels: tuple = (32, 64, 64)
     layers_per_block: int = 1
     # width of the time + class embedding (0 = diffusers' default, 4 × block_out_channels[0]): the class enters the

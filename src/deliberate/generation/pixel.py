@@ -32,6 +32,7 @@ from ..registry import GENERATORS
 from .base import GeneratorError, SampleOutput, autocast, check_request, per_sample_noise, sample_in_chunks, to_uint8
 from .ddim import guided_ddim
 from .guidance import Guide
+from .shipped import shipped_generator
 
 META_FILE = "deliberate_generator.json"
 # options added after the first cached generators, at their original values (see generator_key)
@@ -355,6 +356,10 @@ def obtain_pixel_generator(cfg, splits, device="cpu", progress: bool = True, log
     if (path / META_FILE).exists():
         gen = PixelDiffusion.load(path, g, device)
         return gen, {"source": "cache", "path": str(path), "generator_id": gen.generator_id, "key": key}
+    shipped = shipped_generator(key) if g.source == "auto" else None  # this recipe on this data, pretrained
+    if shipped is not None:
+        gen = PixelDiffusion.load(shipped, g, device)
+        return gen, {"source": "shipped", "path": str(shipped), "generator_id": gen.generator_id, "key": key}
     gen = PixelDiffusion.create(g, splits.num_classes, tuple(splits.gen_train.images.shape[1:]), device)
     t0, c0 = time.perf_counter(), cpu_seconds()
     losses = gen.fit(splits.gen_train.images, splits.gen_train.labels, g, progress=progress, log=log)
