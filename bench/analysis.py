@@ -83,6 +83,43 @@ def curve(pts: list[dict], x: str, y: str = "test_acc") -> tuple[list[float], li
     return [p[x]["mean"] for p in pts], [p[y]["mean"] for p in pts]
 
 
+def best_on_validation(pts: list[dict], x: str) -> int:
+    """Index, in ``curve(pts, x)``'s order, of the point of the highest mean validation accuracy (ties: smaller x)."""
+    pts = [p for p in pts if p[x]["mean"] and p["test_acc"]["mean"] is not None]
+    return max(range(len(pts)), key=lambda i: (pts[i]["val_acc"]["mean"], -pts[i][x]["mean"]))
+
+
+def paired_difference(runs: dict, a: dict, curve_pts: list[dict], x: str = "samples") -> dict | None:
+    """``a`` − the curve at ``a``'s x, paired by learner seed: for each seed of ``a``, the curve of that seed's runs
+    read at that seed's x by linear interpolation in log x (inside the seed's curve only); mean and standard error
+    of the per-seed differences in points (SE None with one seed). None when no seed pairs."""
+    diffs, used = [], []
+    for rid in a["ids"]:
+        r = runs[rid]
+        pts = sorted((runs[i][x], runs[i]["test_acc"]) for p in curve_pts for i in p["ids"]
+                     if runs[i]["seed"] == r["seed"] and runs[i].get("test_acc") is not None)
+        if r.get("test_acc") is None or not pts or not pts[0][0] <= r[x] <= pts[-1][0]:
+            continue
+        xs, ys = zip(*pts)
+        un = float(np.interp(math.log(r[x]), np.log(xs), ys))
+        diffs.append(100 * (r["test_acc"] - un))
+        used.append(r["seed"])
+    if not diffs:
+        return None
+    se_pp = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return {"mean_pp": float(np.mean(diffs)), "se_pp": se_pp, "seeds": used}
+
+
+def paired_by_seed(runs: dict, a: dict, b: dict) -> dict:
+    """``a`` − ``b`` (two points of runs), paired by learner seed: mean and SE of the per-seed differences (points)."""
+    tb = {runs[i]["seed"]: runs[i]["test_acc"] for i in b["ids"]}
+    pairs = [(runs[i]["seed"], runs[i]["test_acc"] - tb[runs[i]["seed"]]) for i in a["ids"] if runs[i]["seed"] in tb]
+    diffs = [100 * d for _, d in pairs]
+    return {"mean_pp": float(np.mean(diffs)) if diffs else None,
+            "se_pp": float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None,
+            "seeds": [s for s, _ in pairs]}
+
+
 def _num(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
@@ -93,7 +130,7 @@ def _equal_accuracy(static_pts: list, dp_pts: list, axis: str, dp_acc: float, dp
     sx, sy = curve(static_pts, axis)
     dx, dy = curve(dp_pts, axis)
     need = x_to_reach(dp_acc, sx, sy)
-    best_i = int(np.argmax(sy))
+    best_i = best_on_validation(static_pts, axis)  # chosen on validation; its test accuracy is the target
     need_dp = x_to_reach(sy[best_i], dx, dy)
     return ratio(need, dp_x), ratio(sx[best_i], need_dp), need, need_dp, sy[best_i], sx[best_i]
 
@@ -157,10 +194,10 @@ def headline(runs: dict, choices: dict, units: dict, schedules: dict) -> tuple[d
 
 def guidance_headline(runs: dict, choices: dict) -> dict:
     """What guidance adds and what it costs, at the key DP setting (held-out test; chosen on validation):
-    ``dp_minus_unguided_pp`` — DP's test accuracy minus the unguided loop's at DP's sample count (points), read
-    on the dynamic-unguided curve by linear interpolation where DP's count lies inside it, else the unguided run of
-    the same setting; ``dp_minus_unguided_se`` — its standard error from the seed spreads of the two points
-    (sqrt(s₁²/n₁ + s₂²/n₂); None with single seeds); ``added_fidelity`` / ``plain_fidelity`` — label fidelity
+    ``dp_minus_unguided_pp`` — DP's test accuracy minus the unguided loop's at DP's sample count (points), paired
+    by learner seed: each seed's unguided runs read at that seed's DP sample count by linear interpolation in log x
+    where it lies inside them, else the unguided run of the same setting and seed (:func:`paired_difference`);
+    ``dp_minus_unguided_se`` — the standard error of the per-seed differences (None with one seed); ``added_fidelity`` / ``plain_fidelity`` — label fidelity
     (reference classifier) of DP's guided additions / its plain initial pool, sample-weighted over rounds and
     seeds."""
     key_id = choices["dp_key"]["id"]
@@ -170,21 +207,16 @@ def guidance_headline(runs: dict, choices: dict) -> dict:
            "plain_fidelity": None, "dp_minus_unguided_detail": {}}
     if dyn_key:
         d = dyn_key[0]
-        xs, ys = curve(points(runs, "dynamic_curve"), "samples")
-        order = np.argsort(xs)
-        xs, ys = np.asarray(xs)[order], np.asarray(ys)[order]
         n = key["samples"]["mean"]
-        if len(xs) > 1 and xs[0] <= n <= xs[-1]:
-            un, how = float(np.interp(n, xs, ys)), "interpolated on the unguided curve at DP's samples"
-        else:
-            un, how = d["test_acc"]["mean"], f"the unguided run of the same setting ({d['samples']['mean']:.0f} samples)"
-        out["dp_minus_unguided_pp"] = 100 * (key["test_acc"]["mean"] - un)
-        sds = [(p["test_acc"]["std"], p["test_acc"]["n"]) for p in (key, d)]
-        if all(sd is not None and k > 1 for sd, k in sds):
-            out["dp_minus_unguided_se"] = 100 * math.sqrt(sum(sd ** 2 / k for sd, k in sds))
+        diff = paired_difference(runs, key, points(runs, "dynamic_curve") + dyn_key)
+        how = "per seed, the unguided runs of that seed read at DP's samples (log-x interpolation)"
+        if diff is None:  # DP's samples outside every seed's unguided curve: the unguided run of the same setting
+            diff = paired_by_seed(runs, key, d)
+            how = f"the unguided run of the same setting ({d['samples']['mean']:.0f} samples), paired by seed"
+        out["dp_minus_unguided_pp"] = diff["mean_pp"]
+        out["dp_minus_unguided_se"] = diff["se_pp"]
         out["dp_minus_unguided_detail"] = {"dp_test_acc": key["test_acc"]["mean"], "dp_samples": n,
-                                           "unguided_test_acc": un, "unguided_from": how,
-                                           "seeds": [key["test_acc"]["n"], d["test_acc"]["n"]]}
+                                           "unguided_from": how, "paired_seeds": diff["seeds"]}
     fid = {"added": [0.0, 0], "plain": [0.0, 0]}
     for rid in key["ids"]:
         for r in runs[rid].get("round_stats", []):
@@ -263,7 +295,7 @@ def explain(H: dict, G: dict, runs: dict, choices: dict) -> dict[str, list[str]]
                                                    f"(seed std up to {100 * spread:.1f})"))
     if st and len(st) >= 3:
         accs = [p["test_acc"]["mean"] for p in st]
-        ib = int(np.argmax(accs))
+        ib = max(range(len(st)), key=lambda i: (st[i]["val_acc"]["mean"], -st[i]["samples"]["mean"]))  # validation
         if ib < len(st) - 1:
             why["samples_ratio"].append(
                 f"the static curve peaks at {st[ib]['samples']['mean']:.0f} samples and does not improve beyond: more "

@@ -92,7 +92,9 @@ class Bench:
             if rec.get("sampler") != SAMPLER_VERSION:  # samples made by another sampler: never reused
                 changes.append(f"sampler version {rec.get('sampler')} → {SAMPLER_VERSION}")
             if not changes:
-                rec["tags"] = sorted(set(rec.get("tags", [])) | set(spec.tags))
+                # tags merged in memory by earlier requests of this run in the same invocation are kept too
+                known = self.records.get(spec.id, {}).get("tags", [])
+                rec["tags"] = sorted(set(rec.get("tags", [])) | set(known) | set(spec.tags))
                 self.records[spec.id] = rec
                 return rec
             self.log(f"  stale record {spec.id} ({'; '.join(changes)[:200]}): running it again")
