@@ -8,6 +8,8 @@ setup_process()  # as `deliberate` does: before anything imports torch
 
 from . import core  # noqa: E402,F401
 from . import scaling  # noqa: F401  (registers "scaling")
+from . import generator_card  # noqa: F401  (registers "generator-card")
+from . import headline  # noqa: F401  (registers "headline")
 from . import folders_check  # noqa: F401  (registers "folders-check")
 from . import prune_memory  # noqa: F401  (registers "prune-memory")
 from . import run  # noqa: F401  (registers "benchmark")

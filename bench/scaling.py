@@ -269,7 +269,7 @@ class Study:
 
             from .core import setup
 
-            cfg = load_config(None, base_overrides(self.args, 0))
+            cfg = load_config(None, list(self.args.overrides))  # the standard instrument: the default learner recipe
             s = setup(cfg, generator=False, reference=True, reference_iterations=self.args.reference_iterations)
             self._reference, self.ref_info = s.reference, s.ref_info
         return self._reference

@@ -79,3 +79,13 @@ def test_fixed_warmup_schedule_known_values():
     assert s.factor(90) == pytest.approx(0.5)  # half-way through the cosine decay
     trunk = WarmupStableDecay(1000, decay_frac=0.0, warmup_iterations=10)
     assert all(trunk.factor(i) == s.factor(i) for i in range(80))
+
+
+def test_a_fixed_warmup_enters_the_reference_classifiers_key():
+    from deliberate.config import load_config
+    from deliberate.evaluation import _reference_key
+
+    meta = {"seed": 0, "gen_train": [0, 1]}
+    plain, fixed = (load_config(None, o) for o in ([], ["learner.warmup_iterations=100"]))
+    assert _reference_key(plain, meta, 2000, 0) != _reference_key(fixed, meta, 2000, 0)
+    assert _reference_key(plain, meta, 2000, 0) == _reference_key(load_config(), meta, 2000, 0)

@@ -109,6 +109,8 @@ def _reference_key(cfg, data_meta: dict, iterations: int, seed: int) -> str:
                                           "label_smoothing", "augment")}
     if not lr.hflip:  # in the key only when off, so references cached before the option existed keep their key
         fields["hflip"] = False
+    if lr.warmup_iterations:  # likewise: a fixed warm-up changes the schedule
+        fields["warmup_iterations"] = lr.warmup_iterations
     fields |= {"iterations": iterations, "seed": seed, "data": {"seed": data_meta.get("seed"),
                                                                 "gen_train": data_meta.get("gen_train")}}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:12]

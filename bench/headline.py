@@ -1,0 +1,59 @@
+"""The README's results table, generated from committed result files only.
+
+    python -m bench headline            # prints the table and writes bench/results/headline.md
+
+Each row names its result file; each file names the command that wrote it. tests/test_readme.py checks that the
+README holds exactly this table, so a number in it cannot drift from its file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .core import RESULTS, ROOT, STUDIES
+
+# (label, generator and setting, result file relative to bench/results, paired key)
+ROWS = [
+    ("batch-128 generator, seed 0, λ = 3", "job_seeds.json", "dp[entropy-paper0.01] − static"),
+    ("same, another plain sample stream", "job_seeds_stream1/job_seeds.json", "dp[entropy-paper0.01] − static"),
+    ("batch-128 generator, seed 0, λ = 2", "job_seeds_cfg2/job_seeds.json", "dp[g0-cfg2-dp] − static"),
+    ("batch-128 generator, seed 1, λ = 3", "job_seeds_gen_seed1/job_seeds.json", "dp[g1] − static"),
+]
+
+
+def _static(methods: dict) -> dict:
+    return methods["static"]
+
+
+def render(results: Path = RESULTS) -> str:
+    lines = ["| setting (default job's scale: `cnn_small`, 2,000 iterations, 2,500–3,000 samples) | DP test % | "
+             "static test % | DP − static, paired (points) | learner seeds | file |", "|---|---|---|---|---|---|"]
+    for label, rel, key in ROWS:
+        d = json.loads((results / rel).read_text())
+        p = d["paired"][key]
+        dp = d["methods"][key.split(" − ")[0]]
+        st = _static(d["methods"])
+        lines.append(f"| {label} | {100 * dp['test_mean']:.2f} | {100 * st['test_mean']:.2f} | "
+                     f"{p['mean_pp']:+.2f} ± {p['se_pp']:.2f} | {len(p['seeds'])} | `bench/results/{rel}` |")
+    sc = results / "scaling" / "scaling.json"
+    if sc.exists():
+        s = json.loads(sc.read_text())
+        for g, row in sorted(s["per_generator"].items()):
+            pe = (row.get("paired_equal_samples") or {}).get("dp")
+            b = row.get("best_static")
+            if b:
+                lines.append(f"| scaling study, shipped recipe, generator seed {g}: best static ({b['size']} samples, "
+                             f"{b['iterations']} its, chosen on validation) | – | {100 * b['test']:.2f} | "
+                             + (f"{pe['mean_pp']:+.2f} ({pe['n_pairs']} pairs)" if pe else "–")
+                             + f" | {len(row['learner_seeds'])} | `bench/results/scaling/scaling.json` |")
+    return "\n".join(lines) + "\n"
+
+
+@STUDIES.register("headline")
+def main(argv: list[str]) -> int:
+    """The README's results table, from committed result files (bench/results/headline.md)."""
+    table = render()
+    (RESULTS / "headline.md").write_text(table)
+    print(table)
+    print(f"wrote {(RESULTS / 'headline.md').relative_to(ROOT)}")
+    return 0
