@@ -1,9 +1,9 @@
-"""Command line: ``deliberate run | train-generator | config | check | theory``.
+"""Command line: ``deliberate run | report | train-generator | config | check | theory``.
 
 Overrides are ``section.key=value`` words after the options, e.g.
 ``deliberate run --config configs/smoke.yaml practice.iterations=500 run.methods=dp,static``.
 ``deliberate run --resume RUN_DIR`` continues a killed run; ``deliberate check RUN_DIR [--repair]`` verifies
-(and repairs) its pool.
+(and repairs) its pool; ``deliberate report RUN_DIR [--sample-twins]`` writes its report again.
 """
 from __future__ import annotations
 
@@ -44,6 +44,38 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
+_TWINS_HELP = ("sample the plain twins of DP's added samples that no pool of the run holds (the report's grid; "
+               "costs model calls of sampling.batch_size slots)")
+
+
+def _print_report(path) -> None:
+    """The report's path, then what the run shows (summary.json's comparison): the console's last lines."""
+    import json
+
+    print(f"report: {path}")
+    for c in (json.loads((path.parent / "summary.json").read_text()).get("comparison") or {}).values():
+        print(c["meaning"])
+
+
+def _report(run_dir: str, sample_twins: bool) -> int:
+    """``deliberate report RUN_DIR``: the report of a finished run, written again."""
+    from pathlib import Path
+
+    from .generation.base import GeneratorError
+    from .practice.pool import PoolError
+    from .reports.report import report_run
+
+    if not (Path(run_dir) / "summary.json").is_file():
+        print(f"deliberate: error: {run_dir} holds no finished run (no summary.json)", file=sys.stderr)
+        return 1
+    try:
+        _print_report(report_run(run_dir, sample_twins=sample_twins))
+    except (GeneratorError, PoolError) as e:
+        print(f"deliberate: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_process()  # before anything imports torch
     argv = sys.argv[1:] if argv is None else argv
@@ -53,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run Deliberate Practice and its baselines (default: embedded Fashion-MNIST)")
     _config_args(p_run)
     p_run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (config from RUN_DIR)")
+    p_run.add_argument("--sample-twins", action="store_true", help=_TWINS_HELP)
+    p_rep = sub.add_parser("report", help="write RUN_DIR/report.md (and summary.json's comparison) again")
+    p_rep.add_argument("run_dir", metavar="RUN_DIR")
+    p_rep.add_argument("--sample-twins", action="store_true", help=_TWINS_HELP)
     p_gen = sub.add_parser("train-generator", help="train (or find in the cache) the generator and print its path")
     _config_args(p_gen)
     p_cfg = sub.add_parser("config", help="print the resolved config as YAML")
@@ -76,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         from .repair import main as check_main
 
         return check_main(args.run_dir, args.repair)
+    if args.cmd == "report":
+        return _report(args.run_dir, args.sample_twins)
     resume = getattr(args, "resume", None)
     try:
         if resume and args.config:
@@ -109,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         main = distributed.is_main()
         run_dir = run_job(cfg, run_dir=resume, resume=bool(resume))
         if main:
-            print(f"report: {report_run(run_dir)}")
+            _print_report(report_run(run_dir, sample_twins=args.sample_twins))
         return 0
     except (DataError, GeneratorError, PoolError, ResumeError, RunLockedError, DiskFullError) as e:
         print(f"deliberate: error: {e}", file=sys.stderr)
