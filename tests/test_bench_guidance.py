@@ -22,15 +22,18 @@ def test_dp_minus_unguided_interpolates_at_dps_samples_and_weights_fidelity_by_c
         run("dp0", "dp", ["dp_key"], 0, 0.80, 150, rs, ["p=1"]),
         run("dp1", "dp", ["dp_key"], 1, 0.82, 150, [{"round": 0, "count": 100, "label_fidelity": 0.8},
                                                     {"round": 1, "count": 50, "label_fidelity": 0.7}], ["p=1"]),
-        # the unguided curve: 0.70 at 100 samples, 0.78 at 200 → 0.74 at DP's 150
-        run("u100", "dynamic_unguided", ["dynamic_curve"], 0, 0.70, 100, overrides=["a=1"]),
+        # each seed's unguided curve: seed 0 0.70 at 100 samples, 0.77 at 200; seed 1 0.74 and 0.79
+        run("u100a", "dynamic_unguided", ["dynamic_curve"], 0, 0.70, 100, overrides=["a=1"]),
+        run("u100b", "dynamic_unguided", ["dynamic_curve"], 1, 0.74, 100, overrides=["a=1"]),
         run("u200a", "dynamic_unguided", ["dynamic_curve", "dynamic_key"], 0, 0.77, 200, overrides=["a=2"]),
         run("u200b", "dynamic_unguided", ["dynamic_curve", "dynamic_key"], 1, 0.79, 200, overrides=["a=2"]),
     ])
     h = guidance_headline(runs, {"dp_key": {"id": "dp0"}})
-    assert h["dp_minus_unguided_pp"] == pytest.approx(100 * (0.81 - 0.74))
-    sd = math.sqrt(2 * 0.01 ** 2)  # sample std of (0.80, 0.82) and of (0.77, 0.79)
-    assert h["dp_minus_unguided_se"] == pytest.approx(100 * math.sqrt(sd ** 2 / 2 + sd ** 2 / 2))
+    # paired by seed: DP minus its own seed's unguided curve read at DP's 150 samples, linear in log x
+    f = math.log2(150 / 100)
+    d = [100 * (0.80 - (0.70 + 0.07 * f)), 100 * (0.82 - (0.74 + 0.05 * f))]
+    assert h["dp_minus_unguided_pp"] == pytest.approx((d[0] + d[1]) / 2)
+    assert h["dp_minus_unguided_se"] == pytest.approx(abs(d[0] - d[1]) / 2)  # SD/sqrt(2) of two differences
     assert h["plain_fidelity"] == pytest.approx((90 + 80) / 200)
     assert h["added_fidelity"] == pytest.approx((30 + 35) / 100)
 
