@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import sys
 import time
@@ -227,6 +228,7 @@ class Study:
             "test_acc": m["test_acc"], "seconds": m["seconds"], **fidelity,
             "run_dir": str(bdir.relative_to(self.work)), "branched_at": branch_point(budget),
             "machine": machine(), "device": self.device_name(), "finished": stamp(), "command": self.command,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # the study process's so far
         }
         write_result(self.cell_file(t.cell(budget)), cell)
         self.log(f"  cell {t.cell(budget)}: samples {m['samples']}, val {m['val_acc']:.4f}, test {m['test_acc']:.4f}")
