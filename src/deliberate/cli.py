@@ -70,7 +70,10 @@ def _report(run_dir: str, sample_twins: bool) -> int:
         return 1
     try:
         _print_report(report_run(run_dir, sample_twins=sample_twins))
-    except (GeneratorError, PoolError) as e:
+    except ConfigError as e:
+        print(f"deliberate: config error: {Path(run_dir) / 'config.yaml'}: {e}", file=sys.stderr)
+        return 2
+    except (GeneratorError, PoolError, FileNotFoundError) as e:
         print(f"deliberate: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -88,7 +88,7 @@ def twin_section(twins: Twins | None, run_dir: Path, plots: Path) -> list[str]:
                      f"vs {_pct((ref['plain'][0] == y).float().mean())} plain")
     else:
         facts.append("no reference classifier cached")
-    where = sorted(set(twins.sources))
+    where = sorted({f"{s[5:]}'s pool" if s.startswith("pool:") else "sampled again" for s in twins.sources})
     extra = []
     if twins.missing:
         extra.append(f"{twins.missing} chosen guided samples without a twin in the run's pools are not shown "
