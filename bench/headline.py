@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .core import RESULTS, ROOT, STUDIES
+from .core import RESULTS, STUDIES
 
 # (label, generator and setting, result file relative to bench/results, paired key)
 ROWS = [
@@ -52,8 +52,14 @@ def render(results: Path = RESULTS) -> str:
 @STUDIES.register("headline")
 def main(argv: list[str]) -> int:
     """The README's results table, from committed result files (bench/results/headline.md)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench headline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(RESULTS / "headline.md"))
+    args = p.parse_args(argv)
     table = render()
-    (RESULTS / "headline.md").write_text(table)
+    Path(args.out).write_text(table)
     print(table)
-    print(f"wrote {(RESULTS / 'headline.md').relative_to(ROOT)}")
+    print(f"wrote {args.out}")
     return 0
