@@ -117,11 +117,26 @@ def complete(cells: list[dict]) -> list[dict]:
 
 
 def paired_equal_samples(cells: list[dict], method: str) -> dict | None:
-    """DP − static at equal samples, paired by learner seed: each DP branch against the static cell of the same pool
-    size and iterations (a DP budget that ended exactly at a static pool size), mean over such pairs."""
-    st = {(c["seed"], c["size"], c["iterations"]): c for c in cells if c["method"] == "static"}
-    diffs = [100 * (c["test_acc"] - st[(c["seed"], c["samples"], c["iterations"])]["test_acc"])
-             for c in cells if c["method"] == method and (c["seed"], c["samples"], c["iterations"]) in st]
+    """The method − static at equal samples and equal iterations, paired by learner seed: each branch of the method
+    that added samples (a branch that added none is the static run itself, bit for bit) against static of the same
+    seed and iterations, read at the branch's sample count on static's pools — the pool of that size, or linear in
+    log samples between the two measured pools that bracket it (never extrapolated). Mean over such pairs."""
+    st = defaultdict(dict)
+    for c in cells:
+        if c["method"] == "static":
+            st[(c["seed"], c["iterations"])][c["size"]] = c["test_acc"]
+    diffs = []
+    for c in cells:
+        if c["method"] != method or not c.get("added_count"):
+            continue
+        pools = st.get((c["seed"], c["iterations"]), {})
+        n = c["samples"]
+        lo = max((p for p in pools if p <= n), default=None)
+        hi = min((p for p in pools if p >= n), default=None)
+        if lo is None or hi is None:
+            continue
+        w = 0.0 if hi == lo else math.log(n / lo) / math.log(hi / lo)
+        diffs.append(100 * (c["test_acc"] - ((1 - w) * pools[lo] + w * pools[hi])))
     if not diffs:
         return None
     return {"mean_pp": float(np.mean(diffs)), "n_pairs": len(diffs),
@@ -249,6 +264,14 @@ def _fmt_ratio(r: dict | None) -> str:
     return f"{b}{r['value']:.2f}{ci}"
 
 
+def fmt_paired(pe: dict | None) -> str:
+    """'+0.55 (4 branches)' for a paired_equal_samples entry: branches of one trajectory are not independent
+    replicates, so no standard error is shown (the spread that counts is across generators)."""
+    if not pe:
+        return "–"
+    return f"{pe['mean_pp']:+.2f} ({pe['n_pairs']} branches)"
+
+
 def markdown(out: dict) -> str:
     lines = ["# Scaling study (embedded default)", "",
              f"Written by `{' ; '.join(out['commands'])}` from {len(out['cells'])} cells over "
@@ -259,16 +282,16 @@ def markdown(out: dict) -> str:
         lines.append(f"| {m} | {_fmt_ratio(h.get('samples_ratio'))} | {_fmt_ratio(h.get('iterations_ratio'))} | "
                      + (f"{c['value']:+.2f} at {c['at_iterations']}" if c else "–") + " |")
     lines += ["", "## Per generator", "", "| generator | seeds | best static (pool, its, val, test, axes) | "
-              "DP samples ratio | DP iterations ratio | DP − static, equal samples (pp) |", "|---|---|---|---|---|---|"]
+              "DP samples ratio | DP iterations ratio | DP − static, equal samples (pp) | unguided − static, equal samples (pp) |",
+              "|---|---|---|---|---|---|---|"]
     for g, r in out["per_generator"].items():
         b = r.get("best_static")
         bs = (f"{b['size']}, {b['iterations']}, {100 * b['val']:.2f}, {100 * b['test']:.2f}, "
               f"pool {b['pool_axis']} / its {b['iterations_axis']}") if b else "–"
         dp = r.get("dp", {})
-        pe = r["paired_equal_samples"].get("dp")
         lines.append(f"| {g} ({r['generator_id']}) | {r['learner_seeds']} | {bs} | {_fmt_ratio(dp.get('samples_ratio'))} | "
-                     f"{_fmt_ratio(dp.get('iterations_ratio'))} | "
-                     + (f"{pe['mean_pp']:+.2f} ({pe['n_pairs']} pairs)" if pe else "–") + " |")
+                     f"{_fmt_ratio(dp.get('iterations_ratio'))} | " + " | ".join(
+                         fmt_paired(r["paired_equal_samples"].get(m)) for m in LOOPS) + " |")
     lines += ["", "## Cells", "", "| cell | samples | val | test | device |", "|---|---|---|---|---|"]
     for c in out["cells"]:
         lines.append(f"| {c['cell']} | {c['samples']} | {100 * c['val_acc']:.2f} | {100 * c['test_acc']:.2f} | "

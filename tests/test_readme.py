@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.headline import render
+from bench.headline import render, render_scaling
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
 def test_results_table_is_generated_from_the_result_files():
-    assert render() in README
+    assert render() in README and render_scaling() in README
 
 
 def test_links_resolve_and_it_stays_short():

@@ -105,3 +105,16 @@ def test_plan_ladders_and_order():
     assert [t for t in trunks if t.generator == "real"] == [
         Trunk("real", s, "static", 58000, ladder(58000, [500, 1000, 2000, 4000, 8000], "static")) for s in (0, 1)]
     assert len({t.name for t in trunks}) == len(trunks)
+
+
+def test_equal_samples_reads_static_in_log_samples_and_skips_branches_that_added_nothing():
+    """DP with 2000 samples at 1000 iterations against static of the same seed and iterations: static's pools 1000
+    (0.70) and 4000 (0.74) bracket it, read half-way in log samples (0.72), so DP 0.75 is +3 points; a branch that
+    added nothing (the static run itself) and a branch outside the measured pools do not enter."""
+    cells = [cell(0, 0, "static", 1000, 1000, 0.70, 0.70), cell(0, 0, "static", 4000, 1000, 0.74, 0.74),
+             {**cell(0, 0, "dp", 8000, 1000, 0.75, 0.75, samples=2000), "added_count": 1000},
+             {**cell(0, 0, "dp", 8000, 500, 0.70, 0.70, samples=1000), "added_count": 0},
+             {**cell(0, 0, "dp", 8000, 1000, 0.80, 0.80, samples=6000), "added_count": 5000}]
+    got = sa.paired_equal_samples(cells, "dp")
+    assert got["n_pairs"] == 1 and got["mean_pp"] == pytest.approx(3.0)
+    assert sa.paired_equal_samples(cells, "dynamic_unguided") is None
