@@ -127,7 +127,7 @@ def paired_equal_samples(cells: list[dict], method: str) -> dict | None:
             st[(c["seed"], c["iterations"])][c["size"]] = c["test_acc"]
     diffs = []
     for c in cells:
-        if c["method"] != method or not c.get("added_count"):
+        if c["method"] != method or not c.get("rounds"):
             continue
         pools = st.get((c["seed"], c["iterations"]), {})
         n = c["samples"]

@@ -112,9 +112,9 @@ def test_equal_samples_reads_static_in_log_samples_and_skips_branches_that_added
     (0.70) and 4000 (0.74) bracket it, read half-way in log samples (0.72), so DP 0.75 is +3 points; a branch that
     added nothing (the static run itself) and a branch outside the measured pools do not enter."""
     cells = [cell(0, 0, "static", 1000, 1000, 0.70, 0.70), cell(0, 0, "static", 4000, 1000, 0.74, 0.74),
-             {**cell(0, 0, "dp", 8000, 1000, 0.75, 0.75, samples=2000), "added_count": 1000},
-             {**cell(0, 0, "dp", 8000, 500, 0.70, 0.70, samples=1000), "added_count": 0},
-             {**cell(0, 0, "dp", 8000, 1000, 0.80, 0.80, samples=6000), "added_count": 5000}]
+             {**cell(0, 0, "dp", 8000, 1000, 0.75, 0.75, samples=2000), "rounds": 2},
+             {**cell(0, 0, "dp", 8000, 500, 0.70, 0.70, samples=1000), "rounds": 0},
+             {**cell(0, 0, "dp", 8000, 1000, 0.80, 0.80, samples=6000), "rounds": 10}]
     got = sa.paired_equal_samples(cells, "dp")
     assert got["n_pairs"] == 1 and got["mean_pp"] == pytest.approx(3.0)
     assert sa.paired_equal_samples(cells, "dynamic_unguided") is None
