@@ -38,7 +38,8 @@ class ValueGenerator:
         self.made += len(seeds)
         images = torch.tensor([self.values[s % len(self.values)] for s in seeds], dtype=torch.uint8)
         return SampleOutput(images.view(-1, 1, 1, 1).expand(-1, *self.image_shape).clone(),
-                            torch.full((len(seeds),), float("nan")), {"seconds": 0.0})
+                            torch.full((len(seeds),), float("nan")),
+                            {"seconds": 0.0, "guided_steps": 0, "nonfinite_grads": 0})
 
 
 class StubScorer:
@@ -93,6 +94,26 @@ def test_per_class_is_the_default_and_every_class_gets_its_share(tmp_path, stub_
     assert glob["kept_per_class"] == [3, 3, 0]
     # M = 7 over 3 classes: the shares of the first 7 plain samples, ⌈7/3⌉ for class 0
     assert quotas(7, 3, "per_class").tolist() == [3, 2, 2] and quotas(7, 3, "global") is None
+
+
+def test_candidates_an_earlier_pool_holds_are_copied_not_sampled(tmp_path, stub_scorer):
+    """A donor holding the stream's first 8 samples (two shards, made as grow makes them) gives its shards to the
+    candidates: 10 of the 18 are sampled and the kept set is the same; a donor made with other sampling settings
+    (another number of steps) or holding other samples gives nothing."""
+    from deliberate.practice.loop import grow
+
+    cfg = cfg_for()
+    donor = Pool(tmp_path / "donor")
+    grow(donor, 8, ValueGenerator(VALUES), cfg, 0)
+    other = Pool(tmp_path / "other")
+    grow(other, 8, ValueGenerator(VALUES), cfg_for("sampling.steps=7"), 0)
+    shifted = Pool(tmp_path / "shifted")  # the same settings, other seeds (sampling.seed_offset=1)
+    grow(shifted, 8, ValueGenerator(VALUES), cfg_for("sampling.seed_offset=1"), 0)
+    spec = METHODS.build("prune", cfg, budget=6)
+    for donors, made in (([other, shifted], 18), ([other, donor], 10)):
+        gen, pool = ValueGenerator(VALUES), Pool(tmp_path / f"kept{made}")
+        info = spec.build_pool(pool, cfg, gen, donors=donors)
+        assert kept(pool) == PER_CLASS and gen.made == made == info["generated"] and info["reused"] == 18 - made
 
 
 class BatchDependentScorer(StubScorer):

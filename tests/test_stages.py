@@ -16,8 +16,8 @@ def test_time_left_uses_measured_rates():
     assert time_left(cfg, ["static"], {"dp": dp}) == 1000 * 0.2 + 1500 * 0.1
     # an unguided method copies its initial pool from DP (its additions are not known in advance)
     assert time_left(cfg, ["dynamic_unguided", "static"], {"dp": dp}) == 200 + (200 + 150)
-    # prune samples its own k·M candidates (k = practice.oversample = 4)
-    assert time_left(cfg, ["prune"], {"dp": dp}) == 200 + 4 * 2000 * 0.1
+    # prune samples its k·M candidates (k = practice.oversample = 4) but DP's 500 plain initial ones, which it copies
+    assert time_left(cfg, ["prune"], {"dp": dp}) == 200 + (4 * 2000 - 500) * 0.1
     # the rate excludes samples the first method copied rather than sampled
     st = PracticeResult("static", 0.8, 0.8, 2000, 1000, 0, {"generation": 100.0, "training": 150.0,
                                                              "evaluation": 50.0}, reused=1000)

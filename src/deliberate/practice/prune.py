@@ -53,18 +53,21 @@ class PruneSpec(MethodSpec):
     sized_by: ClassVar[str | None] = "dp"  # M = DP's final pool when DP ran earlier in the job
 
     def cost(self, pool_size: int, shared: int = 0) -> dict:
-        """k·M candidates generated here (none copied from other methods) for M kept; the scorer's iterations where
-        one is trained (``keep="entropy"`` and k > 1)."""
+        """k·M candidates for M kept, less the first ``shared`` of the stream (copied from an earlier method's
+        pool); the scorer's iterations where one is trained (``keep="entropy"`` and k > 1)."""
         scored = self.keep == "entropy" and self.oversample > 1
-        return {"generated": self.oversample * pool_size, "oversample": self.oversample,
+        n_cand = self.oversample * pool_size
+        return {"generated": n_cand - min(shared, n_cand), "oversample": self.oversample,
                 "scorer_iterations": self.scorer_iterations if scored else 0}
 
     def build_pool(self, pool: Pool, cfg, generator, device="cpu", progress: bool = False,
-                   donors: Sequence[Pool] = ()) -> dict:  # donors: not read, every candidate is sampled here
-        """Fill ``pool`` with the M kept samples; returns ``{"seconds": {...}, "generated": kM, ...}``. The k·M
-        candidates stream shard by shard through :class:`Keeper` (memory: M kept + N scorer + a shard, not k·M);
-        the keep rule is ``practice.prune_keep``. A pool cut short by a crash is completed: the selection is
-        deterministic, so its first samples must be the kept ones."""
+                   donors: Sequence[Pool] = ()) -> dict:
+        """Fill ``pool`` with the M kept samples; returns ``{"seconds": {...}, "generated": ..., "reused": ...}``.
+        The k·M candidates stream shard by shard through :class:`Keeper` (memory: M kept + N scorer + a shard, not
+        k·M); a candidate shard one of the ``donors`` holds, made identically (:meth:`Pool.same_shard`), is copied
+        rather than sampled, as in :func:`~deliberate.practice.loop.grow`. The keep rule is
+        ``practice.prune_keep``. A pool cut short by a crash is completed: the selection is deterministic, so its
+        first samples must be the kept ones."""
         s = cfg.sampling
         m, k = self.initial, self.oversample
         n_cand, c = m * k, generator.num_classes
@@ -98,13 +101,17 @@ class PruneSpec(MethodSpec):
             total_h += float(h.double().sum())
             keeper.offer(h, sd, lab, idx, img, h)
 
+        meta, reused = ShardMeta.made_by(0, 0.0, s, generator), 0  # a plain shard of the stream, as grow makes it
         for lo in range(0, n_cand, s.shard_size):
             idx = torch.arange(lo, min(n_cand, lo + s.shard_size))
             lab = idx % c
             sd = s.seed_offset + idx
-            out = generator.sample(lab, sd.tolist(), **sampling_kwargs(s))
-            seconds["generation"] += out.stats["seconds"]
-            buf.append((idx, lab, sd, out.images))
+            hit = next((h for d in donors if (h := d.same_shard(lo, lab, sd.tolist(), meta)) is not None), None)
+            if hit is None:
+                out = generator.sample(lab, sd.tolist(), **sampling_kwargs(s))
+                seconds["generation"] += out.stats["seconds"]
+            reused += 0 if hit is None else len(idx)
+            buf.append((idx, lab, sd, out.images if hit is None else hit[0]))
             hi = int(idx[-1]) + 1
             keeper.note_held(sum(len(b[0]) for b in buf))
             if scored and scorer is None and hi >= n_scorer:
@@ -122,12 +129,12 @@ class PruneSpec(MethodSpec):
             sl = slice(lo, lo + s.shard_size)
             pool.append(keeper.store[kept["slot"][sl]], kept["labels"][sl], kept["seeds"][sl].tolist(),
                         kept["scores"][sl],
-                        ShardMeta.made_by(0, 0.0, s, generator),
+                        meta,
                         extra={"candidates": n_cand, "keep": self.keep, "keep_rule": rule,
                                "candidate_index": kept["index"][sl].tolist()})
         counts = np.bincount(kept["labels"].numpy(), minlength=c)
-        return {"seconds": seconds, "generated": n_cand, "kept_per_class": counts.tolist(), "keep_rule": rule,
-                "held_peak": keeper.held_peak,
+        return {"seconds": seconds, "generated": n_cand - reused, "reused": reused, "kept_per_class": counts.tolist(),
+                "keep_rule": rule, "held_peak": keeper.held_peak,
                 "kept_entropy": float(kept["scores"].double().mean()) if scorer is not None else None,
                 "candidate_entropy": total_h / n_cand if scorer is not None else None}
 
