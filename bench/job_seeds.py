@@ -4,26 +4,25 @@
     python -m bench job-seeds table RUN_DIR [RUN_DIR ...]
 
 ``run``: for each learner seed (``run.seed``; the generated samples are the same for every seed: sample i has seed
-i), one ``deliberate run`` of ``dp``, ``dynamic_unguided`` and ``static`` (static sized by DP's final pool, the
-unguided loop adding when it stalls like DP) with the first DP variant, and one run of ``dp`` alone for each further
-variant (named in ``VARIANTS``: guidance overrides). ``table``: reads the run directories (their summaries: the
-held-out accuracy each job read once at its end) and the pools (label fidelity of plain and of added samples by the
-real-data reference classifier) and writes ``bench/results/job_seeds.{json,md}``: per method mean ± standard error
-over seeds, and the per-seed paired differences DP − unguided and DP − static with their standard errors.
-The choice between variants is made on validation accuracy (mean over seeds); test accuracies are reported.
+i), one ``deliberate run`` (in this process, each in its own run directory) of ``dp``, ``dynamic_unguided`` and
+``static`` (static sized by DP's final pool, the unguided loop adding when it stalls like DP) with the first DP
+variant, and one run of ``dp`` alone for each further variant (named in ``VARIANTS``: guidance overrides).
+``table``: reads the run directories (their summaries: the held-out accuracy each job read once at its end) and the
+pools (label fidelity of plain and of added samples by the real-data reference classifier) and writes
+``bench/results/job_seeds.{json,md}``: per method mean ± standard error over seeds, and the per-seed paired
+differences DP − unguided and DP − static with their standard errors. The choice between variants is made on
+validation accuracy (mean over seeds); test accuracies are reported.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from .core import RESULTS, ROOT, STUDIES, setup
+from .core import RESULTS, STUDIES, setup
 from .curves import paired_pp, se
 
 VARIANTS = {
@@ -54,17 +53,21 @@ def variant_overrides(name: str) -> list[str]:
 
 
 def run(args) -> int:
+    """Each (seed, variant) is ``deliberate run`` with its overrides, in this process (the command line's own
+    function): a run directory of its own under ``--out-dir``, which ``deliberate run --resume`` continues."""
+    from deliberate.cli import main as deliberate
+
     variants = args.variants.split(",")
     for v in variants:
         variant_overrides(v)  # every name checked before the first run starts
     for seed in (int(s) for s in args.seeds.split(",")):
         for k, v in enumerate(variants):
             methods = "dp,dynamic_unguided,static" if k == 0 and not args.dp_only else "dp"
-            cmd = [str(Path(sys.executable).parent / "deliberate"), "run", *args.overrides, *variant_overrides(v),
-                   f"run.methods={methods}", f"run.seed={seed}", f"run.name=seeds-{v}-s{seed}",
-                   f"run.out_dir={args.out_dir}", "run.progress=false"]
-            print("$", " ".join(cmd[1:]), flush=True)
-            subprocess.run(cmd, check=True, cwd=ROOT)
+            argv = ["run", *args.overrides, *variant_overrides(v), f"run.methods={methods}", f"run.seed={seed}",
+                    f"run.name=seeds-{v}-s{seed}", f"run.out_dir={args.out_dir}", "run.progress=false"]
+            print("$ deliberate", " ".join(argv), flush=True)
+            if rc := deliberate(argv):
+                return rc
     return 0
 
 
