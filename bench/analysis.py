@@ -59,8 +59,8 @@ def enrich(records: dict, evals: dict, units: dict, schedules: dict) -> dict[str
         r["compute_seconds"] = r["modelled"]["total"]
         s = rec["seconds"]
         r["measured_seconds"] = round(sum(s.values()), 2)
-        n_g, n_p = rec["guided"], rec["plain"]
-        plain = s.get("generation", 0.0) / n_p if n_p and s.get("generation") else units["plain_image"]
+        n_g, n_p = rec["guided"], rec["plain"] - rec.get("reused", 0)  # plain samples the run itself generated
+        plain = s.get("generation", 0.0) / n_p if n_p > 0 and s.get("generation") else units["plain_image"]
         r["measured_split"] = {  # guidance: guided generation time beyond the run's own plain cost per image
             "generation": round(s.get("generation", 0.0) + min(s.get("guided_generation", 0.0), n_g * plain), 2),
             "guidance": round(max(0.0, s.get("guided_generation", 0.0) - n_g * plain), 2),

@@ -19,7 +19,7 @@ import torch
 from deliberate.generation.guidance import build_guide
 from deliberate.learning.learner import Learner
 
-FAR_SEED = 2_000_000_000  # calibration samples use seeds far from every pool's (they are never cached)
+FAR_SEED = 2_000_000_000  # calibration samples use seeds far from every pool's
 
 
 def _timer(fn, per: int) -> float:
@@ -57,7 +57,7 @@ def unit_costs(bench, steps: int, schedules: dict[str, list[str]], omega: float,
     architecture guides: the cost does not depend on its weights), per training iteration, per validation image
     and per scored image."""
     m = bench.mode
-    gen = bench.gen.inner
+    gen = bench.gen
     n = m.calib_images
     batch = min(n, bench.cfg0.sampling.batch_size)
     fns, per = {"plain": _gen_fn(gen, n, steps, batch, cfg_scale=cfg_scale)}, {"plain": n}
@@ -117,7 +117,7 @@ def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega
     in ms per iteration. "before" = the defaults as they stood (fp32 learner, guidance at every step through
     the UNet, ``steps_ref`` solver steps); "after" = what the benchmark runs with."""
     m = bench.mode
-    gen = bench.gen.inner
+    gen = bench.gen
     n = m.calib_images
     batch = min(n, bench.cfg0.sampling.batch_size)
     learner = _learner(bench)
@@ -142,17 +142,10 @@ def speed_knobs(bench, steps_ref: int, steps: int, schedule_ov: list[str], omega
         }
         gen_ms = round_robin(fns, {k: n for k in fns}, m.calib_reps)
     res["generation_ms_per_image"] = {k: round(v * 1000, 2) for k, v in gen_ms.items()}
-    x, y = bench.splits.val.images, bench.splits.val.labels
-    bs = bench.cfg0.learner.batch_size
-    idx = torch.randint(0, len(y), (bs,), generator=torch.Generator().manual_seed(0))
-    k = 10
-    lfns = {}
-    for name, ov in {"learner fp32 (default)": [], "learner bf16 autocast": ["learner.bf16=true"],
-                     "learner channels-last": ["learner.channels_last=true"]}.items():
-        ln = _learner(bench, ov)
-        lfns[name] = (lambda ln=ln: [ln.step(x[idx], y[idx]) for _ in range(k)])
-    res["learner_ms_per_iteration"] = {k2: round(v * 1000, 2) for k2, v in
-                                       round_robin(lfns, {k2: k for k2 in lfns}, max(3, m.calib_reps)).items()}
+    knobs = {"learner fp32 (default)": [], "learner bf16 autocast": ["learner.bf16=true"],
+             "learner channels-last": ["learner.channels_last=true"]}
+    its = learner_iteration_costs(bench, knobs)
+    res["learner_ms_per_iteration"] = {k: round(v * 1000, 2) for k, v in its.items()}
     g = res["generation_ms_per_image"]
     res["plain_speedup"] = g["plain, bf16 autocast, %d steps (default)" % steps_ref] / g["plain, %d steps" % steps]
     res["guided_speedup"] = (g["guided every step (UNet grad), %d steps (default)" % steps_ref]

@@ -61,17 +61,15 @@ def main(argv: list[str]) -> int:
     from deliberate.generation.guidance import build_guide, entropy
 
     from .generator_quality import static_runs
-    from .samplecache import CachedGenerator, SampleCache
 
     t0 = time.perf_counter()
     cfg = load_config(None, ["guidance.scale=paper"] + list(args.overrides))
     s = cfg.sampling
     su = setup(cfg, reference=True, progress=True)
     splits, gen, info, reference = su.splits, su.generator, su.gen_info, su.reference
-    cached = CachedGenerator(gen, SampleCache(Path(cfg.generator.cache_dir).parent / "bench-samples"))
     labels = torch.arange(args.train_samples) % splits.num_classes
-    plain = cached.sample(labels, list(range(args.train_samples)), steps=s.steps, cfg_scale=s.cfg_scale,
-                          batch_size=s.batch_size, solver=s.solver, progress=True)
+    plain = gen.sample(labels, list(range(args.train_samples)), steps=s.steps, cfg_scale=s.cfg_scale,
+                       batch_size=s.batch_size, solver=s.solver, progress=True)
     (learner,) = static_runs(plain.images, labels, splits, cfg, [0], args.iterations, su.device)
     n = args.guided
     glabels = torch.arange(n) % splits.num_classes

@@ -1,43 +1,42 @@
-"""The benchmark's run machinery: one :class:`Bench` per invocation, one :class:`RunSpec` per training run.
+"""The benchmark's runs: one :class:`Bench` per invocation, one :class:`RunSpec` per training run.
 
-A run is fixed by (method, config overrides, pool budget); its id hashes those, so a plan that asks for the same
-run twice (the ω sweep's ω* point is also a DP ladder point, say) runs it once, and a rerun of the benchmark skips
-every run already recorded under ``<work>/runs/<id>/record.json``. Records hold validation numbers only; the
-held-out test split and its corrupted copies are read in :meth:`Bench.evaluate`, after every run has finished,
-and written beside them (``eval.json``). Choices (ω, schedule, DDIM steps, the key DP setting) read records only.
+Every run is a job of one method (:func:`deliberate.job.run_job`) in ``<work>/runs/<id>``: a benchmark cell *is* a
+run directory (``deliberate check`` verifies it, ``deliberate run --resume`` finishes it). The id hashes (method,
+overrides, budget), so a run asked for twice runs once; a rerun skips finished runs, resumes an interrupted one and
+runs again one whose config has changed. Each run copies the plain shards the finished runs hold (the pools' own
+reuse, :meth:`~deliberate.practice.pool.Pool.same_shard`) and samples only the rest. No run reads the held-out test
+split; :meth:`Bench.evaluate` reads it once, after them all. A run's record (validation numbers only: the choices
+read records) is derived from its run directory and the real-data reference classifier.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
+import yaml
+from safetensors.torch import load_file
 
 from deliberate.checkpoint import config_changes
 from deliberate.config import load_config
-from deliberate.evaluation import label_fidelity, obtain_reference, ood_sets, round_stats
-from deliberate.generation.ddim import SAMPLER_VERSION
+from deliberate.evaluation import ood_sets, round_stats
+from deliberate.job import run_job
 from deliberate.learning.learner import Learner
-from deliberate.practice.loop import practice
-from deliberate.practice.pool import Pool
+from deliberate.practice.pool import open_pool
 from deliberate.registry import METHODS
-from deliberate.rundir import JsonlLog, read_jsonl, write_json
+from deliberate.rundir import read_jsonl, write_json
 
 from .core import setup
-from .samplecache import CachedGenerator, SampleCache
 
 
 @dataclass(frozen=True)
 class RunSpec:
     method: str
     overrides: tuple[str, ...] = ()
-    budget: int | None = None  # pool size of static / prune (kept size M)
+    budget: int | None = None  # pool size of static / prune (kept size M): practice.max_samples of its run
     tags: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -46,131 +45,125 @@ class RunSpec:
         return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     def setting(self) -> dict:
-        out = {}
-        for o in self.overrides:
-            k, v = o.split("=", 1)
-            out[k] = v
-        return out
+        return dict(o.split("=", 1) for o in self.overrides)
 
 
 class Bench:
     def __init__(self, mode, work: Path, device: str | None = None, progress: bool = False, log=print,
                  extra_overrides: list[str] | None = None):
         """The device is the config's ``run.device``; ``device`` (a study's ``--device``), when given, sets it."""
-        self.mode, self.work, self.progress, self.log = mode, Path(work), progress, log
+        self.mode, self.progress, self.log, self.records = mode, progress, log, {}
         self.base = list(mode.base) + list(mode.generator) + list(extra_overrides or []) + (
             [f"run.device={device}"] if device else [])
-        cfg = load_config(None, self.base)
-        self.cfg0 = cfg
-        t0 = time.perf_counter()
-        s = setup(cfg, progress=progress)
-        self.splits, self.device, gen, self.gen_info = s.splits, s.device, s.generator, s.gen_info
-        self.gen_info["obtain_seconds"] = round(time.perf_counter() - t0, 1)
-        cache_root = Path(cfg.generator.cache_dir).parent
-        self.cache = SampleCache(cache_root / "bench-samples")
-        self.gen = CachedGenerator(gen, self.cache)
-        self.reference, self.ref_info = obtain_reference(cfg, self.splits, self.device, mode.reference_iterations,
-                                                         cache_root / "reference", progress=progress)
-        self.runs_dir = self.work / "runs"
+        self.cfg0 = load_config(None, self.base)
+        s = setup(self.cfg0, reference=True, reference_iterations=mode.reference_iterations, progress=progress)
+        self.splits, self.device, self.gen, self.gen_info = s.splits, s.device, s.generator, s.gen_info
+        self.reference, self.ref_info = s.reference, s.ref_info
+        self.runs_dir = Path(work) / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.records: dict[str, dict] = {}
 
     def config(self, overrides=()):
         return load_config(None, self.base + list(overrides))
 
+    def run_config(self, spec: RunSpec):
+        """One method; the budget is its pool size (``practice.max_samples``, the initial pool no larger)."""
+        ov = [*spec.overrides, f"run.methods=[{spec.method}]"]
+        if spec.budget:
+            n0 = self.config(ov).practice.initial_samples
+            ov += [f"practice.max_samples={spec.budget}"] + ([f"practice.initial_samples={spec.budget}"]
+                                                            if n0 > spec.budget else [])
+        return self.config(ov)
+
     # ----------------------------------------------------------------------------------------------- runs
     def run(self, spec: RunSpec) -> dict:
-        """Train one run (or load its record); returns the record (validation numbers only)."""
+        """Run ``spec`` through the job (or resume it, or find it finished); returns its record."""
         d = self.runs_dir / spec.id
-        rec_file = d / "record.json"
-        cfg = self.config(spec.overrides)
-        if rec_file.exists():
-            rec = json.loads(rec_file.read_text())
-            # the id hashes the run's own overrides; the mode's base settings are checked here, so that a record
-            # made under other settings (a mode edited since, say) is run again rather than silently reused
-            changes = config_changes(rec["config"], cfg.to_dict()) if "config" in rec else ["(no config recorded)"]
-            if rec.get("sampler") != SAMPLER_VERSION:  # samples made by another sampler: never reused
-                changes.append(f"sampler version {rec.get('sampler')} → {SAMPLER_VERSION}")
-            if not changes:
-                # tags merged in memory by earlier requests of this run in the same invocation are kept too
-                known = self.records.get(spec.id, {}).get("tags", [])
-                rec["tags"] = sorted(set(rec.get("tags", [])) | set(known) | set(spec.tags))
-                self.records[spec.id] = rec
-                return rec
-            self.log(f"  stale record {spec.id} ({'; '.join(changes)[:200]}): running it again")
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        torch.manual_seed(cfg.run.seed)
-        mspec = METHODS.build(spec.method, cfg, budget=spec.budget)
-        learner = Learner(cfg.learner, self.splits.num_classes, self.gen.image_shape[0], cfg.practice.iterations,
-                          self.device, seed=cfg.run.seed)
-        pool = Pool(d / "pool")
-        before = dict(self.gen.counts)
-        self.log(f"  run {spec.id} {spec.method} {' '.join(spec.overrides)}"
-                 + (f" budget={spec.budget}" if spec.budget else ""))
-        t0 = time.perf_counter()
-        res = practice(mspec, cfg, self.gen, learner, self.splits.val, pool, log=JsonlLog(d / "stats.jsonl"),
-                       progress=self.progress)
-        wall = time.perf_counter() - t0
-        save_file({k: v.contiguous() for k, v in learner.eval_model.state_dict().items()}, d / "model.safetensors")
+        cfg = self.run_config(spec)
+        if (d / "config.yaml").exists() and (changes := config_changes(yaml.safe_load((d / "config.yaml").read_text()),
+                                                                        cfg.to_dict())):
+            self.log(f"  stale run {spec.id} ({'; '.join(changes)[:200]}): running it again")
+            shutil.rmtree(d)
+            self.records.pop(spec.id, None)
+        if not (d / "summary.json").exists():
+            self.log(f"  run {spec.id} {spec.method} {' '.join(spec.overrides)}"
+                     + (f" budget={spec.budget}" if spec.budget else ""))
+            run_job(cfg, d, progress=self.progress, resume=(d / "config.yaml").exists(), held_out=False,
+                    donors=self.donors(d))
+        if spec.id not in self.records:
+            self.records[spec.id] = self.record(spec, cfg, d)
+            r = self.records[spec.id]
+            self.log(f"    {spec.id}: val {r['val_acc']:.4f}  samples {r['samples']} (generated {r['generated']}, "
+                     f"guided {r['guided']}, copied {r['reused']})  rounds {r['rounds']}  fidelity "
+                     f"{r['label_fidelity']:.3f}  {r['wall_seconds']:.0f}s")
+        rec = self.records[spec.id]
+        rec["tags"] = sorted(set(rec["tags"]) | set(spec.tags))  # a run requested under several tags keeps them all
+        return rec
+
+    def donors(self, d: Path) -> list[Path]:
+        """The pools of the work directory's finished runs, largest first: a run copies the plain shards they hold."""
+        pools = [p for p in self.runs_dir.glob("*/methods/*/pool")
+                 if p.parents[2] != d and (p.parents[2] / "summary.json").exists()]
+        return sorted(pools, key=lambda p: -(p / "manifest.jsonl").stat().st_size)
+
+    def record(self, spec: RunSpec, cfg, d: Path) -> dict:
+        """A finished run as the analysis reads it: samples counted by the method's spec (k·M candidates for a pruned
+        pool, sampled or copied), label fidelity per round under the reference classifier."""
+        summary = json.loads((d / "summary.json").read_text())
+        m = summary["methods"][spec.method]
+        mdir = d / "methods" / spec.method
+        pool = open_pool(mdir / "pool")
+        stats = read_jsonl(mdir / "stats.jsonl")
+        mspec = METHODS.build(spec.method, cfg)
+        cost = mspec.cost(len(pool))
+        guided = int((pool.column("omega").astype(float) > 0).sum())
         rounds = round_stats(pool, self.reference)
-        stats = read_jsonl(d / "stats.jsonl")
-        omega = pool.column("omega").astype(float)
-        guided = int((omega > 0).sum())
-        cost = mspec.cost(len(pool))  # samples generated (k·M candidates for a pruned pool), helper training
-        generated = cost["generated"]
-        rec = {
+        g = cfg.guidance
+        return {
             "id": spec.id, "method": spec.method, "overrides": list(spec.overrides), "budget": spec.budget,
-            "tags": sorted(spec.tags), "setting": spec.setting(),
-            "seed": cfg.run.seed, "iterations": res.iterations, "eval_every": cfg.practice.eval_every,
-            "val_acc": res.val_acc, "best_val_acc": res.best_val_acc, "val_size": len(self.splits.val),
-            "samples": res.samples, "generated": generated, "guided": guided, "plain": generated - guided,
-            "rounds": res.rounds, "evaluations": len(stats), "steps": cfg.sampling.steps,
-            "guidance": {"omega": mspec.omega, "every": cfg.guidance.every, "window": list(cfg.guidance.window),
-                         "grad": cfg.guidance.grad, "scale": cfg.guidance.scale},
+            "tags": sorted(spec.tags), "setting": spec.setting(), "seed": cfg.run.seed,
+            "iterations": m["iterations"], "eval_every": cfg.practice.eval_every,
+            "val_acc": m["val_acc"], "best_val_acc": m["best_val_acc"], "val_size": len(self.splits.val),
+            "samples": m["samples"], "generated": cost["generated"], "guided": guided,
+            "plain": cost["generated"] - guided, "reused": m["reused_samples"], "rounds": m["rounds"],
+            "evaluations": len(stats), "steps": cfg.sampling.steps,
+            "guidance": {"omega": mspec.omega, "every": g.every, "window": list(g.window), "grad": g.grad,
+                         "scale": g.scale},
             "scorer_iterations": cost["scorer_iterations"], "oversample": cost["oversample"],
-            "seconds": res.seconds, "wall_seconds": round(wall, 2),
-            "generation_actual_seconds": round(self.gen.counts["actual_seconds"] - before["actual_seconds"], 2),
-            "cache_hits": self.gen.counts["hits"] - before["hits"],
-            "nonfinite_grads": res.nonfinite_grads,
+            "seconds": m["seconds"], "wall_seconds": summary["wall_seconds"], "nonfinite_grads": m["nonfinite_grads"],
             "round_stats": rounds,
-            "label_fidelity": label_fidelity(self.reference, pool.images, pool.labels),
+            "label_fidelity": sum(r["label_fidelity"] * r["count"] for r in rounds) / max(1, len(pool)),
             "curve": [{"iteration": r["iteration"], "val_acc": r["val_acc"], "pool": r["pool"]} for r in stats],
             "config": cfg.to_dict(),
-            "sampler": SAMPLER_VERSION,
             # the pool's samples per class (for a pruned pool: the kept ones; a grown pool cycles the labels)
             "kept_per_class": np.bincount(pool.column("labels").astype(int),
                                           minlength=self.splits.num_classes).tolist(),
         }
-        write_json(rec_file, rec)
-        for shard in (d / "pool").glob("*.safetensors"):  # the samples live on in the sample cache
-            shard.unlink()
-        self.records[spec.id] = rec
-        self.log(f"    val {rec['val_acc']:.4f}  samples {rec['samples']} (generated {generated}, guided {guided})  "
-                 f"rounds {rec['rounds']}  fidelity {rec['label_fidelity']:.3f}  {wall:.0f}s")
-        return rec
 
     # ------------------------------------------------------------------------------------------ evaluation
+    def learner(self, rid: str) -> Learner:
+        """The final learner of a recorded run, read from its run directory."""
+        rec = self.records[rid]
+        learner = Learner(self.config(rec["overrides"]).learner, self.splits.num_classes, self.gen.image_shape[0], 1,
+                          self.device)
+        learner.eval_model.load_state_dict(load_file(self.runs_dir / rid / "methods" / rec["method"] /
+                                                     "model.safetensors"))
+        return learner
+
     def evaluate(self) -> dict:
         """Held-out test accuracy and OOD accuracy (corrupted test copies) of every recorded run and of the
-        real-data reference: the benchmark's only read of the test split."""
+        real-data reference classifier: the benchmark's only read of the test split."""
         test = self.splits.test.read("bench: final evaluation of every run (held-out test + corrupted copies)")
         sets = ood_sets(test, seed=0, size=self.mode.ood_size)
+
+        def accuracies(model) -> dict:
+            return {"test_acc": model.accuracy(test.images, test.labels),
+                    "ood": {k: model.accuracy(s.images, s.labels) for k, s in sets.items()}}
+
         out = {}
-        for rid, rec in sorted(self.records.items()):
-            d = self.runs_dir / rid
-            f = d / "eval.json"
-            if f.exists():
-                out[rid] = json.loads(f.read_text())
-                continue
-            cfg = self.config(rec["overrides"])
-            learner = Learner(cfg.learner, self.splits.num_classes, self.gen.image_shape[0], 1, self.device)
-            learner.eval_model.load_state_dict(load_file(d / "model.safetensors"))
-            ev = {"test_acc": learner.accuracy(test.images, test.labels),
-                  "ood": {k: learner.accuracy(s.images, s.labels) for k, s in sets.items()}}
-            write_json(f, ev)
-            out[rid] = ev
-        ref = {"test_acc": self.reference.accuracy(test.images, test.labels),
-               "ood": {k: self.reference.accuracy(s.images, s.labels) for k, s in sets.items()}}
-        return {"runs": out, "reference": ref, "ood_size": len(next(iter(sets.values()))) if sets else 0,
-                "test_reads": list(self.splits.test.read_log)}
+        for rid in sorted(self.records):
+            f = self.runs_dir / rid / "eval.json"
+            if not f.exists():
+                write_json(f, accuracies(self.learner(rid)))
+            out[rid] = json.loads(f.read_text())
+        return {"runs": out, "reference": accuracies(self.reference), "test_reads": list(self.splits.test.read_log),
+                "ood_size": len(next(iter(sets.values()))) if sets else 0}

@@ -4,10 +4,9 @@
     python -m bench job-ladder table [--job-seeds bench/results/job_seeds.json]
 
 ``run``: static at each pool size (the first M samples of the plain stream: sample i has label i mod C and seed i,
-so every size is a prefix of the largest and each sample is generated once, through the benchmark's sample cache)
-for each learner seed, with the default job's settings (2,000 iterations, DPM-Solver++ 2M 10, the default λ, bf16 learner)
-plus any overrides; then the held-out test split is read once for every run (the benchmark harness:
-``bench/harness.py``). Records go to ``bench/work/job_ladder/``; a rerun skips the runs already recorded.
+so every size is a prefix of the largest, run first, whose shards the smaller ones copy) for each learner seed, with
+the default job's settings plus any overrides, each a run directory of the benchmark harness (``bench/harness.py``)
+under ``--work`` (a rerun skips the finished ones); then the held-out test split is read once for every run.
 
 ``table``: the static curve (mean ± SE over seeds per size) and, for each method of ``job-seeds`` (DP
 variants, the unguided loop), the static pool size needed to reach its mean test accuracy (log-x interpolation on

@@ -2,10 +2,10 @@
 
     python -m bench learner-audit [--samples 1000] [--iterations 600] [--seeds 0,1,2] [overrides...]
 
-Static generation with the default config: the first ``--samples`` plain samples of the default generator (from the
-benchmark's sample cache when present), one ``cnn_small`` per (learner variant, seed), each trained for
-``--iterations`` with the default schedule. Validation accuracy chooses; the held-out test split is read once, at
-the end, for every learner. Writes ``bench/results/learner_audit.{json,md}``.
+Static generation with the default config: the first ``--samples`` plain samples of the default generator, one
+``cnn_small`` per (learner variant, seed), each trained for ``--iterations`` with the default schedule. Validation
+accuracy chooses; the held-out test split is read once, at the end, for every learner. Writes
+``bench/results/learner_audit.{json,md}``.
 """
 from __future__ import annotations
 
@@ -40,18 +40,16 @@ def main(argv: list[str]) -> int:
     from deliberate.config import load_config
 
     from .generator_quality import static_runs
-    from .samplecache import CachedGenerator, SampleCache
 
     seeds = [int(v) for v in args.seeds.split(",")]
     t0 = time.perf_counter()
     base = load_config(None, list(args.overrides))
     su = setup(base, progress=True)
     splits, gen, info = su.splits, su.generator, su.gen_info
-    cached = CachedGenerator(gen, SampleCache(Path(base.generator.cache_dir).parent / "bench-samples"))
     s = base.sampling
     labels = torch.arange(args.samples) % splits.num_classes
-    out = cached.sample(labels, list(range(s.seed_offset, s.seed_offset + args.samples)), steps=s.steps,
-                        cfg_scale=s.cfg_scale, batch_size=s.batch_size, solver=s.solver, progress=True)
+    out = gen.sample(labels, list(range(s.seed_offset, s.seed_offset + args.samples)), steps=s.steps,
+                     cfg_scale=s.cfg_scale, batch_size=s.batch_size, solver=s.solver, progress=True)
     print(f"[{time.perf_counter() - t0:.0f}s] {args.samples} samples of {info['generator_id']}", flush=True)
     rows, learners = {}, {}
     for name, over in VARIANTS.items():

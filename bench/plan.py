@@ -7,11 +7,13 @@ minutes with a small generator trained on the spot (meaningless numbers; for dev
 Config overrides of ``base`` apply to every run. ``sampling.batch_size=100`` aligns the model calls with every pool
 size and round of the full and quick modes (multiples of 100), so no call is padded (bench/archive/sampling_chunks.py:
 a misaligned request costs up to 2×, an aligned one nothing; chunk sizes 50-250 cost the same per image on 2
-cores). The full and quick modes sample like the package default (DPM-Solver++ 2M, 10 steps, λ chosen by the sweep)
-and guide in the paper's step convention (``guidance.scale=paper``, ω = 0.01 the default): their steps check
-compares 10 solver steps with 6. The tiny mode keeps DDIM in the raw convention (a development check of every
-stage). Data settings stay at the defaults so that the embedded default generator (cached under
-``generator.cache_dir``, keyed by its config and its training data) is found, not retrained.
+cores); ``sampling.shard_size=100`` aligns the pools' shards the same way, so a run copies every plain shard an
+earlier run holds (a shard is copied whole: bench/harness.py). The full and quick modes sample like the package
+default (DPM-Solver++ 2M, 10 steps, λ chosen by the sweep) and guide in the paper's step convention
+(``guidance.scale=paper``, ω = 0.01 the default): their steps check compares 10 solver steps with 6. The tiny mode
+keeps DDIM in the raw convention (a development check of every stage). Data settings stay at the defaults so that
+the embedded default generator (cached under ``generator.cache_dir``, keyed by its config and its training data) is
+found, not retrained.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ MODES = {
     "full": Mode(
         name="full",
         base=["practice.iterations=400", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
+              "sampling.shard_size=100", "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
         steps_reference=10, steps_candidates=[6], steps_check_size=400, steps_check_seeds=[0, 1],
         static_sizes=[200, 400, 800, 1600, 3200],
         dp_base=dp(400, 200, max_=1000),
@@ -80,7 +82,7 @@ MODES = {
     "quick": Mode(
         name="quick",
         base=["practice.iterations=200", "practice.eval_every=20", "run.progress=false", "sampling.batch_size=100",
-              "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
+              "sampling.shard_size=100", "sampling.solver=dpmpp_2m", "guidance.scale=paper"],
         steps_reference=10, steps_candidates=[6], steps_check_size=400,
         static_sizes=[200, 800, 3200],
         dp_base=dp(400, 200, max_=1000),

@@ -189,10 +189,12 @@ def results_md(res: dict, plots: list[str]) -> str:
     if H.get("dp_minus_unguided_pp") is not None:
         dd = H["dp_minus_unguided_detail"]
         se = H.get("dp_minus_unguided_se")
+        unguided = (f"unguided {_pct(dd['unguided_test_acc'])} %" if "unguided_test_acc" in dd  # results before 2868fba
+                    else f"learner seeds {', '.join(map(str, dd['paired_seeds']))}")
         L += ["## What guidance adds", "",
               f"- DP minus the unguided loop at DP's samples: **{H['dp_minus_unguided_pp']:+.2f} points**"
               + (f" ± {se:.2f} (SE)" if se is not None else "") + f" (DP {_pct(dd['dp_test_acc'])} % with "
-              f"{dd['dp_samples']:.0f} samples; unguided {_pct(dd['unguided_test_acc'])} %, {dd['unguided_from']})",
+              f"{dd['dp_samples']:.0f} samples; {unguided}, {dd['unguided_from']})",
               f"- label fidelity (reference classifier): plain initial pool {_pct(H['plain_fidelity'])} %, guided "
               f"additions {_pct(H['added_fidelity'])} %", ""]
     L += ["## Why", ""]
@@ -234,10 +236,14 @@ def results_md(res: dict, plots: list[str]) -> str:
                      f"{_pct(p['val_acc']['mean'])} | {_pct(p['test_acc']['mean'], p['test_acc']['std'])} | "
                      f"{_pct(p['label_fidelity']['mean'])} | {p['compute_seconds']['mean']:.0f} | {_split(res, p)} |")
     ref = res["reference_classifier"]
+    cached = any("cache_hits" in r for r in res["runs"].values())  # made with the former sample cache
     L += ["", "Compute (modelled) = the run's counts × this invocation's unit costs: the basis of every compute "
-          "comparison. Measured generation seconds are charged from the sample cache, i.e. as measured when each "
-          "sample was first generated — possibly by an earlier invocation on a differently loaded machine — so they "
-          "are shown for reference only."]
+          "comparison. " + ("Measured generation seconds are charged from the sample cache, i.e. as measured when "
+                            "each sample was first generated — possibly by an earlier invocation on a differently "
+                            "loaded machine — so they are shown for reference only." if cached else
+                            "Measured generation seconds count the samples a run generated itself (plain shards "
+                            "copied from an earlier run's pool cost it nothing), so they are shown for reference "
+                            "only.")]
     L += ["", f"Real-data reference classifier ({ref['model']}, {ref['iterations']} iterations on the real generator "
           f"split; used only for label fidelity): val {_pct(ref['val_acc'])}, test {_pct(ref['test_acc'])}.", "",
           "## Out-of-distribution (corrupted test copies)", "",
@@ -286,8 +292,8 @@ def results_md(res: dict, plots: list[str]) -> str:
 
 
 def _split(res: dict, p: dict) -> str:
-    """Mean measured seconds over a point's replicates: generation (charged from the sample cache), guidance
-    (guided generation beyond the plain cost of the same samples), training (scorer included)."""
+    """Mean measured seconds over a point's replicates: generation, guidance (guided generation beyond the plain
+    cost of the same samples), training (scorer included)."""
     rs = [res["runs"][i]["measured_split"] for i in p["ids"]]
     return " / ".join(f"{np.mean([r[k] for r in rs]):.0f}" for k in ("generation", "guidance", "training"))
 

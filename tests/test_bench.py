@@ -1,5 +1,5 @@
 """The benchmark's pieces: equal-accuracy ratios on curves with known answers, deterministic corruptions,
-oversample-then-prune keeping the highest-entropy samples, label fidelity, and the sample cache."""
+oversample-then-prune keeping the highest-entropy samples, label fidelity, and runs as the job's run directories."""
 from __future__ import annotations
 
 import math
@@ -17,7 +17,6 @@ from deliberate.practice.prune import PruneSpec, select
 from deliberate.registry import METHODS
 
 from bench import curves
-from bench.samplecache import CachedGenerator, SampleCache
 
 
 # ------------------------------------------------------------------------------------------------ curves
@@ -223,64 +222,73 @@ def test_label_fidelity_and_round_stats_on_a_toy_case(tmp_path):
     assert st[1]["omega"] == pytest.approx(0.1) and st[0]["count"] == 3
 
 
-# ---------------------------------------------------------------------------------------------- sample cache
-def test_sample_cache_generates_each_sample_once_and_persists(tmp_path):
-    gen = FakeGenerator()
-    cg = CachedGenerator(gen, SampleCache(tmp_path))
-    a = cg.sample(torch.arange(20) % 10, list(range(20)), steps=5)
-    b = cg.sample(torch.arange(30) % 10, list(range(30)), steps=5)  # the first 20 are hits
-    assert gen.made == 30 and torch.equal(a.images, b.images[:20])
-    assert b.stats["seconds"] == pytest.approx(0.030)  # charged for all 30, paid for 10
-    c = cg.sample(torch.arange(5) % 10, list(range(5)), steps=4)  # other DDIM steps: another sample
-    assert gen.made == 35 and c.images.shape[0] == 5
-    gen2 = FakeGenerator()
-    d = CachedGenerator(gen2, SampleCache(tmp_path)).sample(torch.arange(30) % 10, list(range(30)), steps=5)
-    assert gen2.made == 0 and torch.equal(d.images, b.images)  # read back from disk
-
-
-def test_sample_cache_key_holds_every_setting_that_changes_bytes(tmp_path, monkeypatch):
-    """Samples made by another sampler version, another bf16 setting or another chunk size are never served."""
-    from bench import samplecache
-
-    gen = FakeGenerator()
-    gen.bf16 = True
-    labels, seeds = torch.arange(10) % 10, list(range(10))
-    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
-    assert gen.made == 10
-    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
-    assert gen.made == 10  # same settings: all hits
-    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=5)
-    assert gen.made == 20  # another chunk size
-    gen.bf16 = False
-    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
-    assert gen.made == 30  # another precision
-    gen.bf16 = True
-    monkeypatch.setattr(samplecache, "SAMPLER_VERSION", samplecache.SAMPLER_VERSION + 1)
-    CachedGenerator(gen, SampleCache(tmp_path)).sample(labels, seeds, steps=5, batch_size=10)
-    assert gen.made == 40  # another sampler
-
-
+# ------------------------------------------------------------------------------------------ runs of the job
 def test_bench_sets_up_through_core_setup_on_the_configs_run_device(tmp_path, monkeypatch):
-    """The harness's set-up is bench.core.setup on the mode's config: the device is ``run.device`` (the config's
-    ``auto`` by default), and a study's ``--device`` sets it; the generator is wrapped in the sample cache."""
+    """The harness's set-up (generator and reference classifier) is bench.core.setup on the mode's config: the
+    device is ``run.device`` (the config's ``auto`` by default), and a study's ``--device`` sets it."""
     from types import SimpleNamespace
 
     from bench import harness
 
-    seen = []
+    seen, gen = [], FakeGenerator()
 
     def fake_setup(cfg, **kw):
         seen.append(cfg.run.device)
-        return SimpleNamespace(splits=None, device=cfg.run.device, generator=FakeGenerator(), gen_info={})
+        return SimpleNamespace(splits=None, device=cfg.run.device, generator=gen, gen_info={},
+                               reference=cfg.run.device if kw["reference"] else None, ref_info={})
 
     monkeypatch.setattr(harness, "setup", fake_setup)
-    monkeypatch.setattr(harness, "obtain_reference", lambda cfg, splits, device, *a, **k: (device, {}))
     mode = SimpleNamespace(base=["run.progress=false"], generator=[], reference_iterations=1)
     default = harness.Bench(mode, tmp_path / "a")
     pinned = harness.Bench(mode, tmp_path / "b", device="cpu")
     assert seen == ["auto", "cpu"] and (default.device, pinned.device) == ("auto", "cpu")
-    assert pinned.reference == "cpu" and pinned.cfg0.run.device == "cpu"
-    assert isinstance(pinned.gen, CachedGenerator) and pinned.cache.root.name == "bench-samples"
+    assert pinned.reference == "cpu" and pinned.cfg0.run.device == "cpu" and pinned.gen is gen
+
+
+def test_bench_runs_are_job_run_directories_that_share_plain_shards(tmp_path, monkeypatch):
+    """A benchmark run is a run directory of the job (``deliberate check`` verifies it; no run reads the test
+    split): a finished run is not run again, an interrupted one is resumed, one whose config changed runs again;
+    a run copies the plain shards of earlier runs (static's ladder and prune's candidates sample each plain sample
+    once), and a prune run's cost still counts all k·M candidates."""
+    import json
+    from types import SimpleNamespace
+
+    import deliberate.job as job
+    from bench import harness
+    from conftest import TINY
+    from deliberate.repair import main as check
+
+    gen = FakeGenerator()
+    monkeypatch.setattr(job, "obtain_generator", lambda *a, **k: (gen, {"generator_id": gen.generator_id,
+                                                                        "source": "test", "path": "-"}))
+    resumed, run_job = [], harness.run_job
+    monkeypatch.setattr(harness, "run_job", lambda cfg, d, **kw: resumed.append(kw["resume"]) or run_job(cfg, d, **kw))
+    mode = SimpleNamespace(base=[*TINY, f"generator.cache_dir={tmp_path}/gen", "practice.iterations=10"],
+                           generator=[], reference_iterations=5, ood_size=20)
+    bench = harness.Bench(mode, tmp_path / "work")
+    big = bench.run(harness.RunSpec("static", ("run.seed=0",), budget=60, tags=("a",)))
+    assert gen.made == 60 and (big["samples"], big["generated"], big["reused"]) == (60, 60, 0)
+    spec = harness.RunSpec("static", ("run.seed=1",), budget=40, tags=("a",))
+    small = bench.run(spec)
+    assert gen.made == 60 and small["reused"] == 40  # shards of 20 (TINY): the first two of the 60-sample pool
+    prune = bench.run(harness.RunSpec("prune", ("practice.oversample=2", "practice.initial_samples=20",
+                                                "practice.prune_scorer_iterations=5"), budget=40))
+    assert gen.made == 80 and prune["generated"] == 80 and prune["samples"] == 40  # candidates 60..79 sampled
+    assert bench.run(harness.RunSpec("static", spec.overrides, budget=40, tags=("b",)))["tags"] == ["a", "b"]
+    assert resumed == [False, False, False]
+    d = tmp_path / "work" / "runs" / spec.id
+    assert check(str(d), False) == 0 and json.loads((d / "summary.json").read_text())["methods"]["static"][
+        "test_acc"] is None
+    ev = bench.evaluate()
+    assert set(ev["runs"]) == set(bench.records) and len(ev["test_reads"]) == 1 and (d / "eval.json").exists()
+
+    again = harness.Bench(mode, tmp_path / "work")  # a later invocation: finished, so not run
+    assert again.run(spec)["val_acc"] == small["val_acc"] and len(resumed) == 3
+    (d / "summary.json").unlink()  # interrupted before its summary: resumed from the finished method
+    assert harness.Bench(mode, tmp_path / "work").run(spec)["val_acc"] == small["val_acc"] and resumed[-1] is True
+    mode.base.append("learner.batch_size=16")  # the mode's base settings changed: run again, from scratch
+    assert harness.Bench(mode, tmp_path / "work").run(spec)["samples"] == 40 and resumed[-1] is False
+    assert gen.made == 80 and len(resumed) == 5
 
 
 @pytest.mark.slow

@@ -6,14 +6,11 @@
 """
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bench import analysis
 from bench.harness import Bench, RunSpec
-from deliberate.config import load_config
-from deliberate.generation.ddim import SAMPLER_VERSION
+from deliberate.rundir import write_config
 
 
 def rec(i, method, seed, samples, test, val=None, tags=("t",), overrides=(), budget=None):
@@ -47,14 +44,18 @@ def test_dp_minus_unguided_is_paired_by_seed_on_a_log_axis():
     assert d["mean_pp"] == pytest.approx(4.0) and d["se_pp"] == pytest.approx(1.0) and sorted(d["seeds"]) == [0, 1]
 
 
-def test_a_run_requested_under_several_tags_keeps_every_tag(tmp_path):
-    bench = Bench.__new__(Bench)  # no set-up: the record is on disk already
+def test_a_run_requested_under_several_tags_keeps_every_tag(tmp_path, monkeypatch):
+    bench = Bench.__new__(Bench)  # no set-up: the run directory is finished already
     bench.base, bench.runs_dir, bench.records, bench.log = [], tmp_path, {}, lambda *_: None
-    spec = RunSpec("dp", ("guidance.omega=0.01",))
+    spec = RunSpec("dp", ("guidance.omega=0.01",), tags=("A",))
     d = tmp_path / spec.id
     d.mkdir()
-    cfg = load_config(None, list(spec.overrides))
-    (d / "record.json").write_text(json.dumps({"config": cfg.to_dict(), "sampler": SAMPLER_VERSION, "tags": ["A"]}))
+    write_config(d / "config.yaml", bench.run_config(spec).to_dict())
+    (d / "summary.json").write_text("{}")
+    fields = dict.fromkeys(("val_acc", "samples", "generated", "guided", "reused", "rounds", "label_fidelity",
+                            "wall_seconds"), 0)
+    monkeypatch.setattr(Bench, "record", lambda self, s, cfg, d: {**fields, "tags": sorted(s.tags)})
+    bench.run(spec)
     bench.run(RunSpec("dp", spec.overrides, tags=("B",)))
     rec = bench.run(RunSpec("dp", spec.overrides, tags=("C",)))
     assert rec["tags"] == ["A", "B", "C"] and bench.records[spec.id]["tags"] == ["A", "B", "C"]
