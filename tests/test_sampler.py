@@ -7,6 +7,7 @@ fidelity fell from 0.49 at λ = 0 to 0.11 at λ = 3; with ε re-derived from the
 """
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -134,9 +135,50 @@ def test_lognormal_timesteps_follow_edm_noise_levels_and_enter_the_key_only_when
     assert generator_key(cfg, {"seed": 0}) == default_key
 
 
+def _record_first_gradients(rank: int, path: str, *worker_args) -> None:
+    """``pixel._train_worker`` in a spawned process, saving the gradients its first step clips (after DDP's
+    all-reduce) to ``path.<rank>``."""
+    from deliberate.generation import pixel
+
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def record(params, max_norm):
+        if not os.path.exists(f"{path}.{rank}"):
+            torch.save([p.grad.clone() for p in params], f"{path}.{rank}")
+        return clip(params, max_norm)
+
+    torch.nn.utils.clip_grad_norm_ = record
+    pixel._train_worker(rank, *worker_args)
+
+
+def test_two_processes_compute_the_whole_batch_gradient(tmp_path, monkeypatch):
+    """The first step's gradient in each of 2 DDP processes (generator.train_processes=2) is the one-process gradient
+    of the whole batch, to float rounding. Fails when DDP's average is not scaled back to the batch's gradient (half
+    of it), without DDP (each process its own rows' gradient) or when both processes take the same rows."""
+    from deliberate.config import GeneratorConfig
+    from deliberate.generation.pixel import train_loop
+
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(64) % 10
+    cfg = GeneratorConfig(block_out_channels=(8, 16), train_steps=1, batch_size=16, bf16=False)
+    gen = PixelDiffusion.create(cfg, 10)
+    state = {k: v.clone() for k, v in gen.unet.state_dict().items()}
+    clip, seen = torch.nn.utils.clip_grad_norm_, []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, m: (seen.append([q.grad.clone() for q in p]),
+                                                                         clip(p, m))[1])
+    train_loop(gen.unet, images, labels, cfg, 10, False, torch.device("cpu"), progress=False)
+    one = torch.cat([g.flatten() for g in seen[0]])
+    torch.multiprocessing.spawn(_record_first_gradients, nprocs=2, join=True, args=(
+        str(tmp_path / "grads"), 2, str(tmp_path / "store"), str(tmp_path / "out.pt"), state, images, labels, cfg, 10,
+        False, 1, False))
+    ranks = [torch.cat([g.flatten() for g in torch.load(tmp_path / f"grads.{r}")]) for r in (0, 1)]
+    assert torch.equal(ranks[0], ranks[1])  # every process steps with the same gradient
+    assert one.norm() > 0 and (ranks[0] - one).norm() < 1e-4 * one.norm()
+
+
 def test_training_in_two_processes_takes_the_one_process_steps():
-    """Data-parallel CPU training (generator.train_processes=2): each process computes half of every batch and the
-    gradients are summed, so the weights and the loss curve are the one-process ones up to rounding. Fails when a
+    """Data-parallel CPU training (generator.train_processes=2): each process computes half of every batch and DDP
+    combines the gradients, so the weights and the loss curve are the one-process ones up to rounding. Fails when a
     process steps on its own half (no all-reduce) or both take the same rows."""
     from deliberate.config import GeneratorConfig
 

@@ -1,5 +1,6 @@
 """What data-parallel CPU training buys the generator: seconds per training step with 1 process using every thread
-against ``generator.train_processes`` = 2, 3, … processes sharing them, measured alternately in one run.
+against ``generator.train_processes`` = 2, 3, … processes sharing them (DistributedDataParallel over gloo),
+measured alternately in one run.
 
     python bench/archive/train_processes.py [--steps 120] [--reps 3] [--processes 1,2] [--out bench/results/train_processes.json] [overrides]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
         gen.fit(split.images, split.labels, g, progress=False)
         return time.perf_counter() - t0
 
+    load_start = os.getloadavg()  # the machine's other work: the timings are only as good as it is steady
     seconds = {n: [] for n in settings}
     start = {n: [] for n in settings}
     for rep in range(args.reps):
@@ -83,7 +86,9 @@ def main(argv=None) -> int:
         "start_seconds": {str(n): round(statistics.median(v), 2) for n, v in start.items()},
         "runs": {str(n): [round(s, 2) for s in v] for n, v in seconds.items()},
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "load_average_1_5_15min": {"start": [round(x, 2) for x in load_start],
+                                               "end": [round(x, 2) for x in os.getloadavg()]}},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

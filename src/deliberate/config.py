@@ -87,8 +87,8 @@ class GeneratorConfig:
     timestep_sampling: Literal["uniform", "lognormal"] = "uniform"
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2
-    # data-parallel training on a CPU: n processes (gloo), each computing rows r, r+n, … of every step's batch with
-    # threads/n intra-op threads; gradients are summed, so each update is the one-process update up to rounding.
+    # data-parallel training on a CPU: n processes (DistributedDataParallel over gloo), each computing rows r, r+n, …
+    # of every step's batch with threads/n intra-op threads; each update is the one-process update up to rounding.
     # 0 = auto: 2 on a CPU with >= 2 threads for >= 200 steps (outside torchrun), else 1. On CUDA or under torchrun
     # the generator trains in one process (measured: docs/measurements.md).
     train_processes: int = 0

@@ -164,7 +164,7 @@ class PixelDiffusion:
         (Hang et al. 2023): the per-sample loss times min(SNR_t, γ)/SNR_t for ε, min(SNR_t, γ)/(SNR_t + 1) for v,
         with SNR_t = ᾱ_t/(1−ᾱ_t) — both equal min(SNR_t, γ)·‖x̂0 − x0‖², capping the weight of the easy low-noise
         steps that dominate uniform training. With ``cfg.train_processes`` (:func:`train_processes`) > 1 the steps
-        are computed by that many processes, data-parallel (:func:`_train_worker`)."""
+        are computed by that many processes, data-parallel through DDP (:func:`_train_worker`)."""
         n = train_processes(cfg, self.device)
         self.trained_with_processes = n
         if n == 1:
@@ -250,8 +250,10 @@ def lr_factor(cfg):
 def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cfg, num_classes: int, bf16: bool,
                dev, progress: bool = True, log=None, rank: int = 0, world: int = 1) -> list[float]:
     """The training steps of :meth:`PixelDiffusion.fit`; ``unet`` ends holding the EMA weights. In a process group
-    of ``world`` processes every process draws the same global batch and computes rows ``rank::world`` of it; the
-    summed loss and gradients are those of the whole batch, so every process takes the same step."""
+    of ``world`` processes every process draws the same global batch and computes rows ``rank::world`` of it through
+    ``DistributedDataParallel`` (the learner's wrapper, :func:`~deliberate.distributed.wrap_ddp`): DDP averages the
+    processes' gradients, so each backpropagates ``world`` times its rows' share of the batch's mean loss and the
+    step is that of the whole batch, the same on every process."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel, compute_snr
 
@@ -259,6 +261,7 @@ def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cf
     g = torch.Generator().manual_seed(cfg.seed)
     unet.train().requires_grad_(True)
     params = list(unet.parameters())
+    model = distributed.wrap_ddp(unet, torch.device(dev)) if world > 1 else unet
     ema = EMAModel(params, decay=cfg.ema_decay)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
@@ -279,18 +282,18 @@ def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cf
             x0, y, noise, t = x0[rank::world], y[rank::world], noise[rank::world], t[rank::world]
         xt = noise_sched.add_noise(x0, noise, t)
         with autocast(dev, bf16):
-            pred = unet(xt, t, class_labels=y).sample
+            pred = model(xt, t, class_labels=y).sample
         target = noise if cfg.prediction == "epsilon" else noise_sched.get_velocity(x0, noise, t)
         per_sample = (pred.float() - target).pow(2).flatten(1).mean(1)
         if cfg.loss_weight == "min_snr":
             snr = compute_snr(noise_sched, t)
             per_sample = per_sample * snr.clamp_max(cfg.min_snr_gamma) / (snr if cfg.prediction == "epsilon"
                                                                           else snr + 1)
-        loss = per_sample.mean() if world == 1 else per_sample.sum() / cfg.batch_size
+        loss = per_sample.mean() if world == 1 else per_sample.sum() / cfg.batch_size  # this process's share
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if world == 1 else loss * world).backward()  # DDP averages the processes' gradients
         if world > 1:
-            loss = sum_gradients(params, loss.detach())
+            dist.all_reduce(loss := loss.detach())  # the batch's loss, for the curve
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -304,23 +307,11 @@ def train_loop(unet: UNet2DModel, images: torch.Tensor, labels: torch.Tensor, cf
     return losses
 
 
-def sum_gradients(params: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
-    """All-reduce (sum) every parameter's gradient and ``loss`` over the process group in one flat buffer; returns
-    the summed loss."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([gr.reshape(-1).float() for gr in grads] + [loss.reshape(1).float()])
-    dist.all_reduce(flat)
-    at = 0
-    for p, gr in zip(params, grads):
-        p.grad = flat[at:at + gr.numel()].view_as(gr).to(gr.dtype)
-        at += gr.numel()
-    return flat[-1]
-
-
 def _train_worker(rank: int, world: int, store: str, out: str, state: dict, images: torch.Tensor,
                   labels: torch.Tensor, cfg, num_classes: int, bf16: bool, threads: int, progress: bool) -> None:
     """One of ``world`` CPU training processes (started by :meth:`PixelDiffusion.fit`): joins a gloo group through a
-    file store, trains its rows of every batch; rank 0 writes the EMA weights and the loss curve to ``out``."""
+    file store, trains its rows of every batch under DDP (:func:`train_loop`); rank 0 writes the EMA weights and the
+    loss curve to ``out``."""
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
