@@ -263,3 +263,38 @@ def test_guided_arithmetic_tends_to_unguided_as_omega_tends_to_zero():
     assert st["guided_steps"] == 8 and d1.abs().max() > 1e-8
     torch.testing.assert_close(d2, 2 * d1, rtol=2e-3, atol=1e-12)  # first order in ω
     assert (run(1e-12)[0] - plain).abs().max() < 1e-10
+
+
+def test_unet_backward_is_skipped_only_when_the_x0_gradient_is_zero_for_every_sample():
+    """``guidance_gradient`` backpropagates to x̂0, then on through ε to x_t: bit for bit one backward from H to x_t.
+    The second part is skipped (zeros) when ∇_{x̂0}H is exactly zero for the whole batch (a classifier saturated
+    by a huge x̂0, as at the first step of the default sampler); one sample with a gradient runs it for all."""
+    from deliberate.generation.ddim import guidance_gradient
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16), nn.Unflatten(1, (1, 4, 4)))
+    clf = nn.Linear(16, 3)
+    crit = lambda img, y=None: entropy(clf(img.flatten(1)))  # noqa: E731
+    a = torch.tensor(0.3)
+    backwards = []
+
+    def eps_fn(x_, t_):
+        out = net(x_)
+        if out.requires_grad:
+            out.register_hook(lambda g_: backwards.append(len(g_)))
+        return out
+
+    def one_backward(x):
+        xr = x.clone().requires_grad_(True)
+        return torch.autograd.grad(crit((xr - (1 - a).sqrt() * net(xr)) / a.sqrt()).sum(), xr)[0]
+
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    saturated = x.clone()
+    saturated[0] = saturated[0] * 1e7  # x̂0 ~ 1e7: that sample's softmax is one-hot, its ∇H exactly zero
+    for batch, runs in ((x, 1), (saturated, 1), (saturated[:1].expand(3, -1, -1, -1), 0)):
+        backwards.clear()
+        g, _ = guidance_gradient(eps_fn, batch, torch.tensor(500), a, Guide(crit, 1.0))
+        ref = one_backward(batch)
+        assert torch.equal(g, ref) and len(backwards) == runs
+    assert not saturated[0].eq(0).all() and g.eq(0).all()  # the last batch: all saturated, all zero
+    assert guidance_gradient(eps_fn, saturated, torch.tensor(500), a, Guide(crit, 1.0))[0][1:].ne(0).any()

@@ -18,6 +18,7 @@ import sys
 from typing import Callable
 
 import torch
+from torch.profiler import record_function
 
 from .guidance import Guide
 
@@ -64,6 +65,43 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def guidance_gradient(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                      t: torch.Tensor, a: torch.Tensor, guide: Guide, labels: torch.Tensor | None = None,
+                      decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of one guided step and the ε it was read at: (∇_{x_t} score(decode(x̂0)), ε), both float32
+    (half-precision results of autocast upcast), ε detached. x̂0 is Eq. 4 at ᾱ_t = ``a``; the score is
+    ``guide.criterion`` (Eq. 6 for ``entropy``) with the intended ``labels``.
+
+    ``guide.grad="unet"`` differentiates through ε (the classifier-free combination of Eq. 5, both branches: the
+    exact ∂x̂0/∂x_t = (I − sqrt(1−ᾱ_t)·((1+λ)J_cond − λJ_uncond))/sqrt(ᾱ_t) needs each branch's Jacobian), so the
+    step costs a forward that keeps its graph and a backward of the UNet (skipped where ∇_{x̂0} is exactly zero,
+    see below: the product is then zero); ``"x0"`` holds ε fixed, ∇_{x_t} = ∇_{x̂0}/sqrt(ᾱ_t), and runs the UNet
+    without a graph. The profiler scopes name the parts that ``python -m bench guidance-profile`` times."""
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(guide.grad != "x0")
+        with torch.set_grad_enabled(guide.grad != "x0"), record_function("guidance: unet forward"):
+            eps = eps_fn(x_in, t)  # x0: ε is held fixed, no UNet graph is needed
+        with record_function("guidance: criterion forward"):
+            x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
+            if guide.grad == "x0":
+                x0 = x0.detach().requires_grad_(True)
+            img = decode(x0)
+            h = guide.criterion(img.clamp(-1, 1) if guide.clip_x0 else img, labels)
+        with record_function("guidance: criterion backward"):
+            (g,) = torch.autograd.grad(h.sum(), x0, retain_graph=guide.grad != "x0")  # ∇_{x̂0} (through decode)
+        # on through ε to x_t, unless ∇_{x̂0} is exactly zero for the whole batch: then so is the product (the first
+        # step of the default sampler, where ᾱ_t = 2.4e-9 puts x̂0 in the thousands and the classifier's softmax is
+        # one-hot in float32, so ∇H = 0 exactly)
+        if guide.grad != "x0" and g.any():
+            with record_function("guidance: unet backward"):
+                g = torch.autograd.grad(x0, x_in, g)[0]
+        elif guide.grad != "x0":
+            g = torch.zeros_like(x_in)
+    if guide.grad == "x0":
+        g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
+    return _full(g), _full(eps.detach())
+
+
 def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler: DDIMScheduler,
                 x: torch.Tensor, steps: int, guide: Guide | None = None,
                 decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z, eta: float = 0.0,
@@ -71,7 +109,7 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Run DDIM (or the multistep ``solver``, :func:`make_solver`) from x_T = ``x``; returns the final sample (in the
     scheduler's space) and step statistics. Guidance changes ε the same way under every solver (x̂0 read at the
-    step's t, Eq. 4); the solver then builds its update from the guided ε.
+    step's t, Eq. 4, gradient :func:`guidance_gradient`); the solver then builds its update from the guided ε.
 
     ``eps_fn(x_t, t)`` is the (classifier-free-guided) noise prediction; ``decode`` maps x̂0 to the image space
     the criterion reads (identity in pixel space, the VAE decoder in latent space); ``labels`` are the intended
@@ -86,35 +124,23 @@ def guided_ddim(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sc
     for i, t in enumerate(scheduler.timesteps):
         if guide is not None and guide.active(i, steps):
             a = acp[t].float()
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(guide.grad != "x0")
-                with torch.set_grad_enabled(guide.grad != "x0"):  # x0: ε is held fixed, no UNet graph is needed
-                    eps = eps_fn(x_in, t)
-                x0 = (x_in - (1 - a).sqrt() * _full(eps)) / a.sqrt()  # Eq. 4
-                if guide.grad == "x0":
-                    x0 = x0.detach().requires_grad_(True)
-                img = decode(x0)
-                h = guide.criterion(img.clamp(-1, 1) if guide.clip_x0 else img, labels)
-                (g,) = torch.autograd.grad(h.sum(), x0 if guide.grad == "x0" else x_in)
-            if guide.grad == "x0":
-                g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
-            g = _full(g)
-            nonfinite += (~torch.isfinite(g.flatten(1)).all(dim=1)).long().cpu()
-            g, _ = guide.rescale(g)
-            eps = _full(eps.detach())
-            if guide.scale == "paper":  # FG convention: x_t += ω·‖x_t‖·g/‖g‖, ε unchanged
-                norm = x.detach().float().flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
-                x = (x.detach() + guide.omega * norm * g).to(x.dtype)
-            else:
-                eps = eps - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
+            g, eps = guidance_gradient(eps_fn, x, t, a, guide, labels, decode)
+            with record_function("guidance: step update"):
+                nonfinite += (~torch.isfinite(g.flatten(1)).all(dim=1)).long().cpu()
+                g, _ = guide.rescale(g)
+                if guide.scale == "paper":  # FG convention: x_t += ω·‖x_t‖·g/‖g‖, ε unchanged
+                    norm = x.detach().float().flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
+                    x = (x.detach() + guide.omega * norm * g).to(x.dtype)
+                else:
+                    eps = eps - guide.omega * (1 - a).sqrt() * g  # ascend H (see guidance.py)
             stats["guided_steps"] += 1
         else:
-            with torch.no_grad():
+            with torch.no_grad(), record_function("plain: unet forward"):
                 eps = _full(eps_fn(x, t))
         noise = None
         if eta > 0 and rngs is not None:
             noise = torch.stack([torch.randn(x.shape[1:], generator=r) for r in rngs]).to(x.device, x.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), record_function("solver step"):
             if solver == "ddim":
                 x = scheduler.step(eps.to(x.dtype), t, x.detach(), eta=eta, variance_noise=noise,
                                    use_clipped_model_output=True).prev_sample
