@@ -291,6 +291,25 @@ def test_bench_runs_are_job_run_directories_that_share_plain_shards(tmp_path, mo
     assert gen.made == 80 and len(resumed) == 5
 
 
+def test_job_seeds_runs_each_seed_and_variant_in_this_process(tmp_path, monkeypatch):
+    """``job-seeds run`` calls the command line's own function, once per (seed, variant), each named for its own
+    run directory; the first variant runs DP, the unguided loop and static, the others DP alone; a failing run
+    stops the study with its exit status."""
+    import deliberate.cli
+    from bench import job_seeds
+
+    calls = []
+    monkeypatch.setattr(deliberate.cli, "main", lambda argv: calls.append(argv) or (3 if len(calls) == 5 else 0))
+    assert job_seeds.main(["run", "--seeds", "0,1", "--variants", "entropy,projected", "--out-dir", str(tmp_path),
+                           "practice.iterations=10"]) == 0
+    names = [next(a for a in argv if a.startswith("run.name=")) for argv in calls]
+    assert names == [f"run.name=seeds-{v}-s{s}" for s in (0, 1) for v in ("entropy", "projected")]
+    assert [next(a for a in argv if a.startswith("run.methods=")) for argv in calls[:2]] == [
+        "run.methods=dp,dynamic_unguided,static", "run.methods=dp"]
+    assert all(argv[:2] == ["run", "practice.iterations=10"] and f"run.out_dir={tmp_path}" in argv for argv in calls)
+    assert job_seeds.main(["run", "--seeds", "2", "--variants", "entropy,projected"]) == 3 and len(calls) == 5
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
     """Every stage of the benchmark on a tiny generator trained on the spot (several minutes on 2 cores)."""
