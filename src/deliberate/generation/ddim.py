@@ -74,9 +74,10 @@ def guidance_gradient(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
     ``guide.grad="unet"`` differentiates through ε (the classifier-free combination of Eq. 5, both branches: the
     exact ∂x̂0/∂x_t = (I − sqrt(1−ᾱ_t)·((1+λ)J_cond − λJ_uncond))/sqrt(ᾱ_t) needs each branch's Jacobian), so the
-    step costs a forward that keeps its graph and a backward of the UNet (skipped where ∇_{x̂0} is exactly zero,
-    see below: the product is then zero); ``"x0"`` holds ε fixed, ∇_{x_t} = ∇_{x̂0}/sqrt(ᾱ_t), and runs the UNet
-    without a graph. The profiler scopes name the parts that ``python -m bench guidance-profile`` times."""
+    step costs a forward that keeps its graph and a backward of the UNet; ``"x0"`` holds ε fixed,
+    ∇_{x_t} = ∇_{x̂0}/sqrt(ᾱ_t), and runs the UNet without a graph. The backward runs in two parts, to x̂0 and on
+    to x_t (the same operations as one), so that the profiler scopes separate the classifier's part from the
+    UNet's: ``python -m bench guidance-profile`` reads them."""
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(guide.grad != "x0")
         with torch.set_grad_enabled(guide.grad != "x0"), record_function("guidance: unet forward"):
@@ -88,15 +89,10 @@ def guidance_gradient(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
             img = decode(x0)
             h = guide.criterion(img.clamp(-1, 1) if guide.clip_x0 else img, labels)
         with record_function("guidance: criterion backward"):
-            (g,) = torch.autograd.grad(h.sum(), x0, retain_graph=guide.grad != "x0")  # ∇_{x̂0} (through decode)
-        # on through ε to x_t, unless ∇_{x̂0} is exactly zero for the whole batch: then so is the product (the first
-        # step of the default sampler, where ᾱ_t = 2.4e-9 puts x̂0 in the thousands and the classifier's softmax is
-        # one-hot in float32, so ∇H = 0 exactly)
-        if guide.grad != "x0" and g.any():
+            (g,) = torch.autograd.grad(h.sum(), x0)  # ∇_{x̂0} (through decode); the graph beyond x̂0 is kept
+        if guide.grad != "x0":
             with record_function("guidance: unet backward"):
-                g = torch.autograd.grad(x0, x_in, g)[0]
-        elif guide.grad != "x0":
-            g = torch.zeros_like(x_in)
+                (g,) = torch.autograd.grad(x0, x_in, g)  # on through ε to x_t: one backward, split at x̂0
     if guide.grad == "x0":
         g = g / a.sqrt()  # ∂x̂0/∂x_t with ε held fixed
     return _full(g), _full(eps.detach())
