@@ -14,5 +14,6 @@ from . import folders_check  # noqa: F401  (registers "folders-check")
 from . import prune_memory  # noqa: F401  (registers "prune-memory")
 from . import run  # noqa: F401  (registers "benchmark")
 from . import report  # noqa: F401  (registers "report")
+from . import guidance_profile  # noqa: F401  (registers "guidance-profile")
 from . import cfg_sweep, criteria_sweep, generator_classes, generator_quality  # noqa: F401
 from . import job_ladder, job_seeds, learner_audit, pool_scale, recipe_screen  # noqa: F401

@@ -67,7 +67,8 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 def guidance_gradient(eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
                       t: torch.Tensor, a: torch.Tensor, guide: Guide, labels: torch.Tensor | None = None,
-                      decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z) -> tuple[torch.Tensor, torch.Tensor]:
+                      decode: Callable[[torch.Tensor], torch.Tensor] = lambda z: z
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient of one guided step and the ε it was read at: (∇_{x_t} score(decode(x̂0)), ε), both float32
     (half-precision results of autocast upcast), ε detached. x̂0 is Eq. 4 at ᾱ_t = ``a``; the score is
     ``guide.criterion`` (Eq. 6 for ``entropy``) with the intended ``labels``.
