@@ -137,9 +137,18 @@ def _child(argv: list[str], kill_at: str, log: str, disk_full) -> None:
 
 
 # Children are forked from a fork server (a fresh interpreter that has imported deliberate but never run a torch
-# kernel): forking the test process itself would be unsafe once torch's OpenMP threads exist.
+# kernel): forking the test process itself would be unsafe once torch's OpenMP threads exist. The server also
+# imports what the job imports lazily (diffusers' UNet and schedulers, timm, the evaluation and plotting backends):
+# ~2,500 modules that each child would otherwise import again (seconds of every run on 2 cores; importing runs no
+# torch kernel).
 _CTX = mp.get_context("forkserver")
-_CTX.set_forkserver_preload(["resume_support", "deliberate.job", "deliberate.repair", "deliberate.reports.report"])
+_CTX.set_forkserver_preload([
+    "resume_support", "deliberate.job", "deliberate.repair", "deliberate.reports.report", "deliberate.evaluation",
+    "diffusers.models.unets.unet_2d", "diffusers.training_utils", "diffusers.schedulers.scheduling_ddim",
+    "diffusers.schedulers.scheduling_ddpm", "diffusers.schedulers.scheduling_dpmsolver_multistep",
+    "diffusers.schedulers.scheduling_unipc_multistep", "timm.data", "timm.loss", "timm.optim", "timm.utils",
+    "timm.models", "matplotlib.backends.backend_agg",
+])
 
 
 def run_cli(argv: list[str], log: Path, kill_at: str = "", disk_full: tuple[str, int] | None = None,
