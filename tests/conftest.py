@@ -1,5 +1,10 @@
-"""Shared fixtures: real Fashion-MNIST splits (small) and tiny, briefly trained models."""
+"""Shared fixtures: real Fashion-MNIST splits (small) and tiny, briefly trained models; whole processes that the
+session starts early (``background``)."""
 from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
 
 from deliberate.cli import setup_process
 
@@ -80,3 +85,66 @@ def real_classifier(splits):
         idx = torch.randint(0, len(y), (64,), generator=g)
         learner.step(x[idx], y[idx])
     return learner
+
+
+# ----------------------------------------------------------------------------------- processes started early
+# A few tests check a whole process of a minute (the smoke preset through the command line, the determinism tests
+# under AVX2). The other tests run on one thread, so such a process started when the session starts runs on the
+# core they leave idle: a test marked ``background(spec=f)`` gets the finished process from ``background`` and checks
+# it as it would have after running it itself, and runs last (its process had the whole session to finish). The spec
+# is a keyword (``background(spec=f)``): a mark called with one function would decorate that function instead.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background(spec=f): f(out_dir) -> dict(args=..., cwd=..., env=..., "
+                                       "timeout=...) or None: a process started when the session starts")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)  # stable: the rest keep order
+
+
+class Background:
+    """The processes of the session's ``background`` tests: started at once, each in its own output folder."""
+
+    def __init__(self, items, tmp_path_factory):
+        self.procs: dict[str, tuple] = {}
+        for item in items:
+            mark = item.get_closest_marker("background")
+            if mark is None:
+                continue
+            folder = tmp_path_factory.mktemp("background")
+            spec = mark.kwargs["spec"](folder)
+            if spec is None:  # nothing to run here (the test skips)
+                continue
+            out, err = (open(folder / name, "w+") for name in ("stdout.txt", "stderr.txt"))
+            p = subprocess.Popen(spec["args"], cwd=spec.get("cwd"), env=spec.get("env"), stdout=out, stderr=err,
+                                 text=True)
+            self.procs[item.nodeid] = (p, out, err, time.monotonic() + spec["timeout"], folder)
+
+    def result(self, nodeid: str) -> tuple[subprocess.CompletedProcess, Path]:
+        """The finished process of this test (its stdout and stderr as text) and its output folder; a process past
+        its timeout is killed and raises ``subprocess.TimeoutExpired``, as ``subprocess.run(timeout=...)`` would."""
+        p, out, err, deadline, folder = self.procs[nodeid]
+        try:
+            p.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read()), folder
+
+    def stop(self) -> None:
+        for p, out, err, *_ in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            out.close()
+            err.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request, tmp_path_factory):
+    bg = Background(request.session.items, tmp_path_factory)
+    yield bg
+    bg.stop()

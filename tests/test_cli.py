@@ -2,23 +2,26 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import recomputed_test_acc
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deliberate.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+def _smoke(out: Path) -> dict:
+    """`deliberate run` of the smoke preset in a fresh interpreter, started when the session starts (conftest.py)."""
+    return {"args": [sys.executable, "-m", "deliberate.cli", "run", "--config", "configs/smoke.yaml",
+                     f"generator.cache_dir={out}/cache", f"run.out_dir={out}/runs", "run.progress=false"],
+            "cwd": ROOT, "timeout": 600}
 
 
-def test_smoke_preset_end_to_end(tmp_path):
-    r = _cli("run", "--config", "configs/smoke.yaml", f"generator.cache_dir={tmp_path}/cache",
-             f"run.out_dir={tmp_path}/runs", "run.progress=false")
+@pytest.mark.background(spec=_smoke)
+def test_smoke_preset_end_to_end(background, request):
+    r, tmp_path = background.result(request.node.nodeid)
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
