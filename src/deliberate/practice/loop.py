@@ -25,7 +25,7 @@ from ..generation.guidance import build_guide
 from ..generation.label_check import replace_off_label
 from ..learning.learner import Learner
 from .loader import TrainFeed
-from .pool import Pool, ShardMeta
+from .pool import Pool, ShardMeta, donor_shard
 from .trigger import PatienceTrigger
 
 
@@ -60,8 +60,7 @@ def grow(pool: Pool, count: int, generator, cfg, round_: int, guide=None, progre
         labels = idx % generator.num_classes
         seeds = [s.seed_offset + int(i) for i in idx]
         meta = ShardMeta.made_by(round_, omega, s, generator)
-        hit = next((h for d in donors if (h := d.same_shard(lo, labels, seeds, meta)) is not None), None) \
-            if omega == 0 else None
+        hit = donor_shard(donors, lo, labels, seeds, meta) if omega == 0 else None
         if hit is not None:
             faults.point("generate")
             pool.append(hit[0], labels, seeds, hit[1], meta, extra={"nonfinite_grads": 0, "reused": True})

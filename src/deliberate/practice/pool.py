@@ -473,3 +473,10 @@ def open_pool(root, **kw) -> Pool:
     pool = pool if pool is not None else ReplicaPool(root, **kw)
     distributed.barrier()  # no rank writes to the directory while another is still reading it
     return pool
+
+
+def donor_shard(donors, start: int, labels: torch.Tensor, seeds: list[int],
+                meta: ShardMeta) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(images, score) of the first of ``donors`` (pools run earlier) that holds this shard made identically
+    (:meth:`Pool.same_shard`), or None: the copy that replaces sampling it again."""
+    return next((h for d in donors if (h := d.same_shard(start, labels, seeds, meta)) is not None), None)

@@ -37,7 +37,7 @@ from ..generation.guidance import entropy
 from ..learning.learner import Learner
 from ..registry import METHODS
 from .methods import MethodSpec
-from .pool import Pool, ShardMeta
+from .pool import Pool, ShardMeta, donor_shard
 
 # Scorers already trained in this process, keyed by everything they depend on; each prune run is still charged
 # the scorer's measured training time (see ``build_pool``), the memo only avoids paying it twice for real.
@@ -106,7 +106,7 @@ class PruneSpec(MethodSpec):
             idx = torch.arange(lo, min(n_cand, lo + s.shard_size))
             lab = idx % c
             sd = s.seed_offset + idx
-            hit = next((h for d in donors if (h := d.same_shard(lo, lab, sd.tolist(), meta)) is not None), None)
+            hit = donor_shard(donors, lo, lab, sd.tolist(), meta)
             if hit is None:
                 out = generator.sample(lab, sd.tolist(), **sampling_kwargs(s))
                 seconds["generation"] += out.stats["seconds"]
