@@ -146,10 +146,10 @@ def paired_equal_samples(cells: list[dict], method: str) -> dict | None:
 # ------------------------------------------------------------------------------------------------ aggregate
 def averaged(per_gen: dict, picks: dict | None = None) -> dict:
     """Generator-averaged cell means over the keys every generator has (``picks``: {generator: (weight,
-    seed-resample)} for the bootstrap)."""
-    means = {g: cell_means(cs, (picks or {}).get(g, (1, None))[1]) for g, cs in per_gen.items()
-             if (picks or {}).get(g, (1, None))[0]}
-    weights = {g: (picks or {}).get(g, (1, None))[0] for g in means}
+    seed-resample)} for the bootstrap; a generator the resample did not draw has weight 0)."""
+    pick = {g: (1, None) for g in per_gen} if picks is None else {g: picks.get(g, (0, None)) for g in per_gen}
+    means = {g: cell_means(cs, pick[g][1]) for g, cs in per_gen.items() if pick[g][0]}
+    weights = {g: pick[g][0] for g in means}
     keys = set.intersection(*(set(m) for m in means.values())) if means else set()
     tot = sum(weights.values())
     return {k: {f: sum(means[g][k][f] * weights[g] for g in means) / tot for f in ("val", "test", "samples")}

@@ -118,3 +118,10 @@ def test_equal_samples_reads_static_in_log_samples_and_skips_branches_that_added
     got = sa.paired_equal_samples(cells, "dp")
     assert got["n_pairs"] == 1 and got["mean_pp"] == pytest.approx(3.0)
     assert sa.paired_equal_samples(cells, "dynamic_unguided") is None
+
+
+def test_a_generator_the_bootstrap_did_not_draw_has_no_weight():
+    """A resample that drew generator 0 twice averages generator 0 alone (a generator left out must not count once)."""
+    per_gen = {0: grid(0), 1: grid(1, shift=0.05)}
+    assert sa.averaged(per_gen, {0: (2, {0: 1, 1: 1})}) == sa.averaged({0: per_gen[0]})
+    assert sa.averaged(per_gen, {1: (1, {0: 1, 1: 1})}) == sa.averaged({1: per_gen[1]})
